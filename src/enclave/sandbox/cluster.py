@@ -1,0 +1,289 @@
+"""`enclave sandbox up|down|status`: the whole sandbox, its recorded state and recovery from leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enclave import paths
+from enclave.errors import SandboxError, UsageError
+from enclave.sandbox import inventory, network, services, system
+from enclave.sandbox.image import BaseImage, file_lock, host_debian_mirror
+from enclave.sandbox.node import Node, ssh_banner
+from enclave.sandbox.pkgrepo import PackageRepo, role_packages
+from enclave.sandbox.spec import SandboxSpec
+
+Report = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class HostStatus:
+    name: str
+    address: str
+    groups: tuple[str, ...]
+    pid: int | None
+    running: bool
+    ssh: bool
+
+
+@dataclass
+class SandboxStatus:
+    name: str
+    network: str
+    exists: bool
+    inventory: Path | None
+    hosts: list[HostStatus] = field(default_factory=list)
+    services: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.exists and all(h.running and h.ssh for h in self.hosts) and all(self.services.values())
+
+
+@dataclass
+class TeardownReport:
+    nodes_stopped: list[str] = field(default_factory=list)
+    services_stopped: list[str] = field(default_factory=list)
+    netns_deleted: list[str] = field(default_factory=list)
+    links_deleted: list[str] = field(default_factory=list)
+    state_removed: Path | None = None
+
+
+class Sandbox:
+    def __init__(self, name: str, *, state_root: Path | None = None, cache: Path | None = None) -> None:
+        SandboxSpec(name=name)  # validates the name
+        self.name = name
+        self.home = (state_root or paths.state_dir()) / "sandbox" / name
+        self.cache = (cache or paths.cache_dir()) / "sandbox"
+
+    # -- recorded state -------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.home / "inventory" / "hosts.yml"
+
+    @property
+    def private_key(self) -> Path:
+        return self.home / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home / "ssh" / "known_hosts"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"{self.state_file}: unreadable sandbox state ({exc}); "
+                               f"`enclave sandbox down --name {self.name}` clears it") from exc
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.state_file)
+
+    def recorded_spec(self) -> SandboxSpec | None:
+        spec = self._load().get("spec")
+        if not spec:
+            return None
+        return SandboxSpec(name=self.name, inference_nodes=spec["inference_nodes"],
+                           subnet=ipaddress.IPv4Network(spec["subnet"]))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with file_lock(self.home.parent / f".{self.name}.lock"):
+            yield
+
+    # -- up -------------------------------------------------------------------------------------
+    def up(self, *, nodes: int | None = None, subnet: ipaddress.IPv4Network | None = None,
+           report: Report = _quiet) -> SandboxStatus:
+        system.require_host()
+        with self._locked():
+            state = self._load()
+            spec = self._resolve_spec(state, nodes, subnet)
+            image = BaseImage(self.cache, host_debian_mirror())
+            image_root = image.ensure(report)
+            repo = PackageRepo(self.cache, image, tuple(role_packages(paths.roles_dir()))).ensure(report)
+            if state.get("image") not in (None, image.key):
+                report("the base image changed since the nodes were made: recreating their disks")
+                self._stop_nodes(state, report)
+                shutil.rmtree(self.home / "nodes", ignore_errors=True)
+                state["nodes"] = {}
+            state.update(spec={"inference_nodes": spec.inference_nodes, "subnet": str(spec.network)},
+                         image=image.key)
+            state.setdefault("nodes", {})
+            state.setdefault("services", {})
+            self._save(state)
+
+            network.check_subnet_free(spec.network, spec.bridge)
+            network.ensure_bridge(spec.bridge, spec.controller_address, spec.network)
+            self._ensure_services(state, spec, repo, report)
+            self._remove_extra_nodes(state, spec, report)
+            public_key = self._ensure_admin_key()
+            hosts_lines = [f"{h.address} {h.name}" for h in spec.hosts]
+            started: list[tuple[Node, int]] = []
+            for host in spec.hosts:
+                node = Node(self.name, host, self.home / "nodes" / host.name)
+                pid = state["nodes"].get(host.name)
+                if (node.running(pid) and network.host_plumbed(node.netns, host.veth_host(self.name),
+                                                                spec.bridge)
+                        and ssh_banner(str(host.address))):
+                    continue
+                report(f"starting {host.name} ({host.address})")
+                node.stop(pid)  # whatever an earlier run left of it
+                network.plumb_host(node.netns, host.veth_host(self.name), host.veth_peer(self.name),
+                                   spec.bridge, host.address, spec.network)
+                node.prepare(public_key, hosts_lines)
+                state["nodes"][host.name] = node.start(image_root)
+                self._save(state)
+                started.append((node, state["nodes"][host.name]))
+            for node, pid in started:
+                node.wait_ssh(pid)
+            if started:
+                report(f"{len(started)} node(s) booted and answering SSH")
+            self._write_inventory(spec)
+            return self._status(state, spec)
+
+    def _resolve_spec(self, state: dict[str, Any], nodes: int | None,
+                      subnet: ipaddress.IPv4Network | None) -> SandboxSpec:
+        recorded = state.get("spec") or {}
+        old_subnet = ipaddress.IPv4Network(recorded["subnet"]) if recorded.get("subnet") else None
+        if subnet is not None and old_subnet is not None and subnet != old_subnet:
+            raise UsageError(f"sandbox {self.name!r} already uses {old_subnet}; run `enclave sandbox down` "
+                             "before changing --subnet")
+        count = nodes if nodes is not None else recorded.get("inference_nodes")
+        spec = SandboxSpec(name=self.name, **({"inference_nodes": count} if count else {}),
+                           subnet=subnet or old_subnet)
+        return spec
+
+    def _ensure_services(self, state: dict[str, Any], spec: SandboxSpec, repo: Path, report: Report) -> None:
+        logs = self.home / "logs"
+        for daemon in (services.package_server(repo, spec.controller_address, logs),
+                       services.ntp_server(self.home, spec.controller_address, spec.network, logs)):
+            record = state["services"].get(daemon.name) or {}
+            if record.get("marker") == daemon.marker and daemon.alive(record.get("pid")):
+                continue
+            # One started for an older package repository (or by a crashed run) is replaced.
+            services.recorded(daemon.name, record, logs).stop(record.get("pid"))
+            pid = daemon.start()
+            state["services"][daemon.name] = {"pid": pid, "marker": daemon.marker}
+            self._save(state)
+            report(f"started the {daemon.name} service for the nodes (pid {pid})")
+            if daemon.name == "packages":
+                services.require_listening(daemon, pid, str(spec.controller_address), services.PACKAGE_PORT)
+
+    def _remove_extra_nodes(self, state: dict[str, Any], spec: SandboxSpec, report: Report) -> None:
+        wanted = {h.name for h in spec.hosts}
+        for name in [n for n in state["nodes"] if n not in wanted]:
+            index = int(name.removeprefix("node"))
+            extra = SandboxSpec(name=self.name, inference_nodes=index, subnet=spec.network).host(name)
+            node = Node(self.name, extra, self.home / "nodes" / name)
+            report(f"removing {name}: the sandbox now has {spec.inference_nodes} inference node(s)")
+            node.stop(state["nodes"][name])
+            network.delete_link(extra.veth_host(self.name))
+            network.delete_netns(node.netns)
+            shutil.rmtree(node.home, ignore_errors=True)
+            del state["nodes"][name]
+            self._save(state)
+
+    def _ensure_admin_key(self) -> str:
+        if not self.private_key.is_file():
+            self.private_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"enclave-sandbox-{self.name}",
+                        "-f", self.private_key])
+        return self.private_key.with_suffix(".pub").read_text()
+
+    def _write_inventory(self, spec: SandboxSpec) -> None:
+        lines = [Node(self.name, h, self.home / "nodes" / h.name).known_hosts_line() for h in spec.hosts]
+        self.known_hosts.write_text("".join(f"{line}\n" for line in lines))
+        self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
+        public_key = (self.cache / "repo-key" / "public.asc").read_text()
+        self.inventory_path.write_text(inventory.render(
+            spec, private_key=self.private_key, known_hosts=self.known_hosts, repo_public_key=public_key))
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self) -> SandboxStatus:
+        state = self._load()
+        spec = self.recorded_spec()
+        if spec is None:
+            return SandboxStatus(self.name, "-", exists=False, inventory=None)
+        return self._status(state, spec)
+
+    def _status(self, state: dict[str, Any], spec: SandboxSpec) -> SandboxStatus:
+        result = SandboxStatus(self.name, str(spec.network), exists=True,
+                               inventory=self.inventory_path if self.inventory_path.is_file() else None)
+        for host in spec.hosts:
+            node = Node(self.name, host, self.home / "nodes" / host.name)
+            pid = state.get("nodes", {}).get(host.name)
+            running = node.running(pid)
+            result.hosts.append(HostStatus(host.name, str(host.address), host.groups, pid, running,
+                                           running and ssh_banner(str(host.address), timeout=1)))
+        logs = self.home / "logs"
+        for name, record in sorted(state.get("services", {}).items()):
+            result.services[name] = services.recorded(name, record, logs).alive(record.get("pid"))
+        return result
+
+    # -- down -----------------------------------------------------------------------------------
+    def down(self, report: Report = _quiet) -> TeardownReport:
+        system.require_host()
+        done = TeardownReport()
+        with self._locked():
+            state = self._load()
+            done.nodes_stopped = self._stop_nodes(state, report)
+            for name, record in state.get("services", {}).items():
+                daemon = services.recorded(name, record, self.home / "logs")
+                if daemon.alive(record.get("pid")):
+                    daemon.stop(record.get("pid"))
+                    done.services_stopped.append(name)
+            # By name as well as by record: a crashed `up` may have made links it never wrote down.
+            for ns in network.list_netns(f"enclave-{self.name}-"):
+                system.signal_pids(network.netns_pids(ns), signal.SIGKILL)
+                network.delete_netns(ns)
+                done.netns_deleted.append(ns)
+            bridge = SandboxSpec(name=self.name).bridge
+            for link in [*network.list_links(f"{bridge}-"), *network.list_links(f"encp-{self.name}-")]:
+                if network.delete_link(link):
+                    done.links_deleted.append(link)
+            if network.delete_link(bridge):
+                done.links_deleted.append(bridge)
+            if self.home.exists():
+                shutil.rmtree(self.home)
+                done.state_removed = self.home
+        return done
+
+    def _stop_nodes(self, state: dict[str, Any], report: Report) -> list[str]:
+        stopped = []
+        recorded = state.get("spec")
+        if not recorded:
+            return stopped
+        spec = SandboxSpec(name=self.name, inference_nodes=recorded["inference_nodes"],
+                           subnet=ipaddress.IPv4Network(recorded["subnet"]))
+        pids = state.get("nodes", {})
+        extra = [n for n in pids if n not in {h.name for h in spec.hosts}]
+        hosts = list(spec.hosts) + [
+            SandboxSpec(name=self.name, inference_nodes=int(n.removeprefix("node")),
+                        subnet=spec.network).host(n) for n in extra]
+        for host in hosts:
+            node = Node(self.name, host, self.home / "nodes" / host.name)
+            if node.running(pids.get(host.name)) or network.netns_pids(node.netns):
+                report(f"stopping {host.name}")
+                node.stop(pids.get(host.name))
+                stopped.append(host.name)
+        return stopped

@@ -1,0 +1,55 @@
+"""The inventory `sandbox up` writes: the same shape an operator writes for real hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from enclave.sandbox.services import PACKAGE_PORT
+from enclave.sandbox.spec import SandboxSpec
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings (the mirror's signing key) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _str)
+
+
+def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str) -> str:
+    controller = str(spec.controller_address)
+    groups: dict[str, dict[str, Any]] = {}
+    for host in spec.hosts:
+        for group in host.groups:
+            groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": str(host.address)}
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(private_key),
+                # Host keys are pinned: the sandbox generated them and wrote known_hosts itself.
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "enclave_private_network": str(spec.network),
+                "enclave_apt_sources_exclusive": True,
+                "enclave_apt_sources": [{
+                    "name": "sandbox",
+                    "uris": [f"http://{controller}:{PACKAGE_PORT}/"],
+                    "suites": ["./"],
+                    "key": repo_public_key,
+                }],
+                "base_ntp_servers": [controller],
+            },
+            "children": groups,
+        }
+    }
+    header = (f"# Written by `enclave sandbox up` for sandbox {spec.name!r}; rewritten on every up.\n"
+              "# Copy it to start an inventory for real hosts: only addresses, user and sources differ.\n")
+    return header + yaml.dump(inventory, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,105 @@
+"""Running the host's tools, with errors that name the command and what it said."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from enclave.errors import SandboxError
+
+# Debian package that provides each tool the sandbox runs; named in the error so the fix is one command.
+TOOL_PACKAGES = {
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "ip": "iproute2",
+    "ssh-keygen": "openssh-client",
+    "gpg": "gnupg",
+    "apt-get": "apt",
+    "apt-ftparchive": "apt-utils",
+    "chronyd": "chrony",
+}
+
+
+def require_host() -> None:
+    """The sandbox makes namespaces, bridges and containers: that takes Linux and root."""
+    problems = []
+    if platform.system() != "Linux":
+        problems.append(f"the sandbox needs Linux (this is {platform.system()})")
+    elif os.geteuid() != 0:
+        problems.append("the sandbox needs root (it creates network namespaces, a bridge and containers); "
+                        "run it with sudo")
+    missing = sorted({pkg for tool, pkg in TOOL_PACKAGES.items() if shutil.which(tool) is None})
+    if missing:
+        problems.append("missing host packages: " + " ".join(missing)
+                        + f" (install with: apt-get install {' '.join(missing)})")
+    if problems:
+        raise SandboxError("; ".join(problems))
+
+
+def run(cmd: Sequence[str | Path], *, check: bool = True, timeout: float = 600,
+        input: str | None = None, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    args = [str(c) for c in cmd]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input,
+                              env=env, cwd=cwd, check=False)
+    except FileNotFoundError as exc:
+        raise SandboxError(f"{args[0]} is not installed ({exc})") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from exc
+    if check and proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip().splitlines()
+        tail = " | ".join(said[-5:]) if said else "no output"
+        raise SandboxError(f"`{' '.join(args)}` failed with exit {proc.returncode}: {tail}")
+    return proc
+
+
+def pid_alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
+    """True when `pid` runs and, if given, its command line contains `expect_in_cmdline`.
+
+    The command line check keeps us from signalling an unrelated process that reused a recorded PID.
+    """
+    if not pid:
+        return False
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    if expect_in_cmdline is None:
+        return True
+    return expect_in_cmdline in raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def signal_pids(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait until every pid has exited (reaping our own children); return those still alive."""
+    deadline = time.monotonic() + timeout
+    left = list(pids)
+    while left:
+        for pid in list(left):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not pid_alive(pid):
+                left.remove(pid)
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    return left
