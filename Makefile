@@ -1,0 +1,54 @@
+# enclave: the two commands a user needs are `make demo` and `make test`.
+# Each installs what it needs on a fresh Debian 12 machine (a .venv here, host packages through apt).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Host tools the sandbox runs (debootstrap, systemd-nspawn, ip, gpg, apt-ftparchive, chronyd) and the
+# real validators the unit tests call (chronyd -p, apt).
+HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt-utils chrony nftables systemd
+
+.PHONY: demo test unit integration lint bench host-packages venv clean sandbox-down
+
+demo: venv host-packages
+	$(BIN)/enclave sandbox up
+	$(BIN)/enclave deploy
+
+test: venv host-packages
+	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv host-packages
+	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	cd playbooks && ../$(BIN)/ansible-lint --profile production --offline .
+
+bench: venv host-packages
+	$(BIN)/python bench/noop_rerun.py
+
+sandbox-down: venv
+	$(BIN)/enclave sandbox down
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+host-packages:
+	@missing=""; for p in $(HOST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing host packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,47 @@
+"""The `enclave` command line. Verbs live in one module each; this module only assembles them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from enclave import __version__
+from enclave.cli import deploy as deploy_cmd
+from enclave.cli import logs as logs_cmd
+from enclave.cli import sandbox as sandbox_cmd
+from enclave.cli.common import debug_mode
+
+app = typer.Typer(
+    name="enclave",
+    help="Deploy open-weight LLMs onto a private GPU cluster; nothing leaves the network.",
+    no_args_is_help=True,
+    # Locals in a traceback may hold API keys or tokens: never show them.
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"enclave {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Deploy open-weight LLMs onto a private GPU cluster; nothing leaves the network."""
+    debug_mode["on"] = debug
+
+
+app.command("deploy")(deploy_cmd.deploy)
+app.command("logs")(logs_cmd.logs)
+app.add_typer(sandbox_cmd.app, name="sandbox")
+
+
+def main() -> None:
+    app()

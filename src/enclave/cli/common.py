@@ -1,0 +1,100 @@
+"""What every verb shares: consoles, error reporting, Ansible's own options (defined once), inventory choice."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.text import Text
+
+from enclave.errors import EnclaveError, UsageError
+from enclave.sandbox import DEFAULT_NAME, Sandbox
+
+console = Console()
+err = Console(stderr=True)
+
+# Set once by the top-level callback; the CLI runs one command per process.
+debug_mode = {"on": False}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn the kit's errors into one line on stderr and their exit code; tracebacks only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except EnclaveError as exc:
+            if debug_mode["on"]:
+                raise
+            # Text, not markup: messages quote paths and output that may contain [brackets].
+            err.print(Text.assemble((type(exc).__name__, "bold red"), f": {exc}"), soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+# -- Ansible's options, shared by every verb that runs a playbook -------------------------------------------
+InventoryOpt = Annotated[Path | None, typer.Option(
+    "--inventory", "-i", help="Inventory file or directory. Default: the sandbox's, when one is up.",
+    show_default=False)]
+CheckOpt = Annotated[bool, typer.Option("--check", "-C", help="Report what would change; change nothing.")]
+DiffOpt = Annotated[bool, typer.Option("--diff", "-D", help="Show the changes made to files.")]
+LimitOpt = Annotated[str | None, typer.Option("--limit", "-l", help="Only these hosts or groups (Ansible pattern).")]
+TagsOpt = Annotated[list[str] | None, typer.Option("--tags", "-t", help="Only roles/tasks with these tags.")]
+SkipTagsOpt = Annotated[list[str] | None, typer.Option("--skip-tags", help="Skip roles/tasks with these tags.")]
+ExtraVarsOpt = Annotated[list[str] | None, typer.Option(
+    "--extra-vars", "-e", help="KEY=VALUE, a JSON/YAML mapping, or @FILE. Repeatable. Never shown in logs.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More Ansible output in the logs.")]
+
+
+def split_list(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
+
+
+def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for raw in values or []:
+        if raw.startswith("@"):
+            path = Path(raw[1:]).expanduser()
+            try:
+                data = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise UsageError(f"--extra-vars {raw}: cannot read {path}: {exc}") from None
+        elif raw.lstrip().startswith("{"):
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise UsageError(f"--extra-vars: not valid JSON ({exc})") from None
+        elif "=" in raw:
+            key, _, value = raw.partition("=")
+            if not key.strip().isidentifier():
+                raise UsageError(f"--extra-vars: {key.strip()!r} is not a variable name")
+            data = {key.strip(): value}
+        else:
+            raise UsageError(f"--extra-vars {raw!r}: expected KEY=VALUE, a JSON mapping or @FILE")
+        if not isinstance(data, dict):
+            raise UsageError(f"--extra-vars {raw[:40]!r}: expected a mapping of variables")
+        merged.update(data)
+    return merged
+
+
+def resolve_inventory(given: Path | None) -> Path:
+    """The operator's inventory, or the default sandbox's when none is given and one is up."""
+    if given is not None:
+        return given.expanduser().resolve()
+    sandbox = Sandbox(DEFAULT_NAME)
+    if sandbox.inventory_path.is_file():
+        err.print(f"using the sandbox inventory {sandbox.inventory_path} (pass -i to choose another)",
+                  highlight=False)
+        return sandbox.inventory_path
+    raise UsageError("no inventory: pass -i INVENTORY, or run `enclave sandbox up` to make a local sandbox")

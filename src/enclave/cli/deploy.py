@@ -1,0 +1,39 @@
+"""`enclave deploy`: converge every host of an inventory to the kit's state (playbooks/site.yml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enclave.cli.common import (CheckOpt, DiffOpt, ExtraVarsOpt, InventoryOpt, LimitOpt, SkipTagsOpt, TagsOpt,
+                                VerboseOpt, console, parse_extra_vars, reports_errors, resolve_inventory,
+                                split_list)
+from enclave.cli.progress import run_with_progress
+from enclave.plan.inventory import validate
+from enclave.runner import PlaybookRequest
+
+
+@reports_errors
+def deploy(
+    inventory: InventoryOpt = None,
+    check: CheckOpt = False,
+    diff: DiffOpt = False,
+    limit: LimitOpt = None,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    extra_vars: ExtraVarsOpt = None,
+    verbose: VerboseOpt = 0,
+    flush_cache: Annotated[bool, typer.Option(help="Gather facts afresh instead of using the cache.")] = False,
+    vault_password_file: Annotated[Path | None, typer.Option(help="File holding the vault password.")] = None,
+) -> None:
+    """Deploy enclave onto the hosts of an inventory (rerun it for every change: it converges)."""
+    path = resolve_inventory(inventory)
+    validate(path)
+    request = PlaybookRequest(
+        playbook="site.yml", inventory=path, check=check, diff=diff, limit=limit, tags=split_list(tags),
+        skip_tags=split_list(skip_tags), extra_vars=parse_extra_vars(extra_vars), verbosity=verbose,
+        flush_cache=flush_cache, vault_password_file=vault_password_file)
+    result = run_with_progress(request, console, title="deploy" + (" --check" if check else ""))
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,116 @@
+"""Showing a playbook run as it happens: a live panel on a terminal, plain lines elsewhere (CI logs)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from enclave.runner import PlaybookRequest, RunProgress, RunResult, run_playbook
+from enclave.runner.events import HostTally
+
+_STYLES = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
+           "skipped": "cyan"}
+
+
+def host_table(hosts: dict[str, HostTally], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("host")
+    for column in ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored"):
+        table.add_column(column, justify="right")
+    for host, tally in sorted(hosts.items()):
+        cells = []
+        for column in ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored"):
+            value = getattr(tally, column)
+            cells.append(Text(str(value), style=_STYLES.get(column, "") if value else "dim"))
+        name_style = "bold red" if tally.bad else ("yellow" if tally.changed else "green")
+        table.add_row(Text(host, style=name_style), *cells)
+    return table
+
+
+class _LivePanel:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = RunProgress()
+        self.spinner = Spinner("dots")
+        self.live = Live(console=console, refresh_per_second=8, transient=True, get_renderable=self.render)
+
+    def render(self) -> Group:
+        p = self.progress
+        head = Text.assemble(("play ", "dim"), (p.play or "starting", "bold"))
+        task = Text.assemble(("task ", "dim"), (f"{p.tasks_started}: ", "dim"), p.task or "-")
+        self.spinner.text = task
+        return Group(head, self.spinner, host_table(p.hosts))
+
+    def on_event(self, event: dict[str, Any], progress: RunProgress) -> None:
+        self.progress = progress
+        if event.get("event") in ("runner_on_failed", "runner_on_unreachable") and progress.failures:
+            data = event.get("event_data") or {}
+            if not data.get("ignore_errors"):
+                failure = progress.failures[-1]
+                self.console.print(Text.assemble(("FAILED ", "bold red"), (failure.host, "bold"),
+                                                 f"  {failure.task}: ", (failure.message, "red")))
+
+
+class _PlainLines:
+    """One line per play, task and failure: readable in CI logs and pipes."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def on_event(self, event: dict[str, Any], progress: RunProgress) -> None:
+        kind = event.get("event")
+        if kind == "playbook_on_play_start":
+            self.console.print(f"PLAY  {progress.play}", highlight=False)
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.console.print(f"TASK  {progress.task}", highlight=False)
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and progress.failures:
+            if not (event.get("event_data") or {}).get("ignore_errors"):
+                f = progress.failures[-1]
+                self.console.print(f"  FAILED {f.host}: {f.message}", highlight=False)
+        elif kind == "runner_on_ok" and ((event.get("event_data") or {}).get("res") or {}).get("changed"):
+            self.console.print(f"  changed {(event.get('event_data') or {}).get('host')}", highlight=False)
+
+
+def run_with_progress(request: PlaybookRequest, console: Console, *, title: str) -> RunResult:
+    """Run with a live display; Ctrl-C cancels the run cleanly, a second Ctrl-C stops waiting for it."""
+    cancel = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        console.print("[yellow]cancelling: stopping ansible-playbook (Ctrl-C again to stop waiting)[/]")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        if console.is_terminal:
+            panel = _LivePanel(console)
+            with panel.live:
+                result = run_playbook(request, on_event=panel.on_event, cancel=cancel)
+        else:
+            result = run_playbook(request, on_event=_PlainLines(console).on_event, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    show_recap(result, console, title=title)
+    return result
+
+
+def show_recap(result: RunResult, console: Console, *, title: str) -> None:
+    console.print(host_table(result.progress.hosts, title=f"{title}: recap"))
+    run_id = result.run_dir.name
+    if result.cancelled:
+        console.print(f"[yellow]cancelled[/] after {result.seconds:.0f} s (run {run_id})")
+    elif result.exit_code == 0:
+        console.print(f"[green]ok[/]: {result.progress.changed_total} change(s) in {result.seconds:.0f} s "
+                      f"(run {run_id})", highlight=False)
+    else:
+        failed = sorted({f.host for f in result.progress.failures}) or ["?"]
+        console.print(f"[bold red]failed[/] on {', '.join(failed)} after {result.seconds:.0f} s "
+                      f"(run {run_id}); `enclave logs` shows what failed", highlight=False)

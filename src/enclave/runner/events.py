@@ -1,0 +1,126 @@
+"""Folding ansible-runner's event stream into what an operator wants to see: where the run is, and per host
+what was ok, changed, failed or unreachable, with the failing task's own message."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_MESSAGE_LIMIT = 600
+
+
+@dataclass
+class HostTally:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    rescued: int = 0
+
+    @property
+    def bad(self) -> bool:
+        return self.failed > 0 or self.unreachable > 0
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    host: str
+    task: str
+    play: str
+    message: str
+    unreachable: bool = False
+
+
+@dataclass
+class RunProgress:
+    play: str | None = None
+    task: str | None = None
+    tasks_started: int = 0
+    hosts: dict[str, HostTally] = field(default_factory=dict)
+    failures: list[TaskFailure] = field(default_factory=list)
+    finished: bool = False
+
+    def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play") or data.get("name")
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.task = data.get("task") or data.get("name")
+            self.tasks_started += 1
+        elif kind == "runner_on_ok":
+            tally = self._host(data)
+            tally.ok += 1
+            if (data.get("res") or {}).get("changed"):
+                tally.changed += 1
+        elif kind == "runner_on_skipped":
+            self._host(data).skipped += 1
+        elif kind == "runner_on_failed":
+            tally = self._host(data)
+            if data.get("ignore_errors"):
+                tally.ignored += 1
+            else:
+                tally.failed += 1
+                self.failures.append(self._failure(data, unreachable=False))
+        elif kind == "runner_on_unreachable":
+            self._host(data).unreachable += 1
+            self.failures.append(self._failure(data, unreachable=True))
+        elif kind == "playbook_on_stats":
+            self._take_stats(data)
+            self.finished = True
+
+    def _host(self, data: dict[str, Any]) -> HostTally:
+        name = str(data.get("host") or data.get("remote_addr") or "?")
+        return self.hosts.setdefault(name, HostTally())
+
+    def _failure(self, data: dict[str, Any], *, unreachable: bool) -> TaskFailure:
+        return TaskFailure(host=str(data.get("host", "?")), task=str(data.get("task") or self.task or "?"),
+                           play=str(data.get("play") or self.play or "?"),
+                           message=failure_message(data.get("res") or {}), unreachable=unreachable)
+
+    def _take_stats(self, data: dict[str, Any]) -> None:
+        # Ansible's own recap is authoritative (it knows about rescued blocks); events only filled the gap.
+        fields = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+                  "skipped": "skipped", "ignored": "ignored", "rescued": "rescued"}
+        hosts = set(data.get("processed") or {})
+        for source in fields:
+            hosts.update(data.get(source) or {})
+        for host in hosts:
+            self.hosts[host] = HostTally(**{mine: int((data.get(theirs) or {}).get(host, 0))
+                                            for theirs, mine in fields.items()})
+
+    @property
+    def ok(self) -> bool:
+        return not any(t.bad for t in self.hosts.values())
+
+    @property
+    def changed_total(self) -> int:
+        return sum(t.changed for t in self.hosts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hosts": {h: asdict(t) for h, t in sorted(self.hosts.items())},
+                "failures": [asdict(f) for f in self.failures], "tasks_started": self.tasks_started}
+
+
+def failure_message(res: dict[str, Any]) -> str:
+    """The one line an operator needs from a failed result: the module's message and the end of stderr."""
+    if res.get("censored"):
+        return str(res["censored"])
+    parts: list[str] = []
+    if res.get("msg"):
+        parts.append(str(res["msg"]).strip())
+    for item in res.get("results") or []:
+        if isinstance(item, dict) and item.get("failed"):
+            label = item.get("item")
+            label = label.get("path") or label.get("name") if isinstance(label, dict) else label
+            parts.append(f"[{label}] {failure_message(item)}")
+    for stream in ("stderr", "module_stderr"):
+        text = str(res.get(stream) or "").strip()
+        if text:
+            parts.append(" | ".join(text.splitlines()[-3:]))
+    if not parts and res.get("rc") not in (None, 0):
+        parts.append(f"exit code {res['rc']}")
+    message = "; ".join(dict.fromkeys(p for p in parts if p)) or "failed without a message"
+    return message if len(message) <= _MESSAGE_LIMIT else message[: _MESSAGE_LIMIT - 3] + "..."

@@ -1,0 +1,89 @@
+"""RunProgress fed with events recorded from real runs against sandbox hosts (tests/unit/fixtures/events)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from enclave.runner.events import HostTally, RunProgress, failure_message
+
+FIXTURES = Path(__file__).parent / "fixtures" / "events"
+
+
+def replay(name: str) -> tuple[RunProgress, list[dict]]:
+    events = [json.loads(line) for line in (FIXTURES / f"{name}.jsonl").read_text().splitlines()]
+    progress = RunProgress()
+    for event in events:
+        progress.feed(event)
+    return progress, events
+
+
+def test_converging_run_counts_changes_per_host_and_ends_ok() -> None:
+    progress, events = replay("converge_with_changes")
+    assert progress.finished
+    assert progress.ok
+    assert set(progress.hosts) == {"gateway", "node1", "node2"}
+    assert all(t.changed == 1 for t in progress.hosts.values())
+    assert progress.changed_total == 3
+    assert progress.failures == []
+    assert progress.play == "Provision the base OS of every enclave host"
+    starts = sum(e["event"] in ("playbook_on_task_start", "playbook_on_handler_task_start") for e in events)
+    assert progress.tasks_started == starts > 10
+
+
+def test_failed_task_is_reported_with_host_task_and_module_message() -> None:
+    progress, _ = replay("package_missing")
+    assert not progress.ok
+    assert progress.hosts["node1"].failed == 1
+    [failure] = progress.failures
+    assert failure.host == "node1"
+    assert failure.task == "Install the base packages"
+    assert "enclave-no-such-package" in failure.message
+    assert not failure.unreachable
+
+
+def test_unreachable_host_is_a_failure_and_others_stay_ok() -> None:
+    progress, _ = replay("unreachable_host")
+    assert not progress.ok
+    assert progress.hosts["ghost"].unreachable == 1
+    assert not progress.hosts["node1"].bad
+    [failure] = progress.failures
+    assert failure.unreachable and failure.host == "ghost"
+    assert "No route to host" in failure.message
+
+
+def test_final_stats_replace_the_running_tally() -> None:
+    progress = RunProgress()
+    progress.feed({"event": "runner_on_ok", "event_data": {"host": "a", "res": {"changed": True}}})
+    progress.feed({"event": "playbook_on_stats", "event_data": {
+        "ok": {"a": 5}, "changed": {"a": 2}, "failures": {}, "dark": {}, "skipped": {"a": 1},
+        "processed": {"a": 1}, "rescued": {"a": 1}, "ignored": {}}})
+    assert progress.hosts["a"] == HostTally(ok=5, changed=2, skipped=1, rescued=1)
+
+
+def test_ignored_failure_is_not_a_failure() -> None:
+    progress = RunProgress()
+    progress.feed({"event": "runner_on_failed", "event_data": {"host": "a", "task": "t", "ignore_errors": True,
+                                                               "res": {"msg": "meh"}}})
+    assert progress.ok and progress.failures == [] and progress.hosts["a"].ignored == 1
+
+
+@pytest.mark.parametrize(("res", "expected"), [
+    ({"msg": "boom"}, "boom"),
+    ({"msg": "non-zero return code", "stderr": "a\nb\nc\nd", "rc": 2}, "non-zero return code; b | c | d"),
+    ({"rc": 3}, "exit code 3"),
+    ({"censored": "the output has been hidden due to the fact that 'no_log: true' was specified"},
+     "the output has been hidden due to the fact that 'no_log: true' was specified"),
+    ({"msg": "One or more items failed", "results": [
+        {"item": {"path": "/srv/x"}, "failed": True, "msg": "denied"}, {"item": "ok", "failed": False}]},
+     "One or more items failed; [/srv/x] denied"),
+    ({}, "failed without a message"),
+])
+def test_failure_message(res: dict, expected: str) -> None:
+    assert failure_message(res) == expected
+
+
+def test_failure_message_is_bounded() -> None:
+    assert len(failure_message({"msg": "x" * 5000})) == 600

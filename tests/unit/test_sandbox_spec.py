@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from enclave.errors import UsageError
+from enclave.sandbox.spec import SandboxSpec
+
+
+def test_default_shape_is_a_gateway_and_two_nodes() -> None:
+    spec = SandboxSpec()
+    assert [h.name for h in spec.hosts] == ["gateway", "node1", "node2"]
+    assert spec.hosts[0].groups == ("enclave_gateway", "enclave_staging")
+    assert all(h.groups == ("enclave_nodes",) for h in spec.hosts[1:])
+    assert all(h.address in spec.network for h in spec.hosts)
+    assert spec.controller_address == spec.network.network_address + 1
+
+
+def test_interface_names_fit_linux_limits_for_the_longest_name() -> None:
+    spec = SandboxSpec(name="abcdefg", inference_nodes=16)
+    names = [spec.bridge] + [n for h in spec.hosts for n in (h.veth_host(spec.name), h.veth_peer(spec.name))]
+    assert max(len(n) for n in names) <= 15
+    assert len(set(names)) == len(names)
+
+
+def test_names_of_two_sandboxes_never_share_a_prefix() -> None:
+    a, b = SandboxSpec(name="test"), SandboxSpec(name="test2")
+    assert not b.hosts[1].netns(b.name).startswith(f"enclave-{a.name}-")
+    assert not b.hosts[1].veth_host(b.name).startswith(f"{a.bridge}-")
+
+
+def test_each_name_gets_its_own_subnet() -> None:
+    assert SandboxSpec(name="default").network != SandboxSpec(name="test").network
+    assert SandboxSpec(name="test").network.is_private
+
+
+@pytest.mark.parametrize("kwargs", [{"name": "Upper"}, {"name": "toolongname"}, {"name": "9lives"},
+                                    {"inference_nodes": 0}, {"inference_nodes": 17},
+                                    {"subnet": ipaddress.IPv4Network("8.8.8.0/24")},
+                                    {"subnet": ipaddress.IPv4Network("10.0.0.0/30")}])
+def test_bad_specs_are_usage_errors(kwargs: dict) -> None:
+    with pytest.raises(UsageError):
+        SandboxSpec(**kwargs)
