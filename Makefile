@@ -25,7 +25,7 @@ integration: venv host-packages
 
 lint: venv
 	$(BIN)/ruff check src tests bench
-	cd playbooks && ../$(BIN)/ansible-lint --profile production --offline .
+	cd playbooks && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-lint --profile production --offline .
 
 bench: venv host-packages
 	$(BIN)/python bench/noop_rerun.py

@@ -7,9 +7,21 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.common import (CheckOpt, DiffOpt, ExtraVarsOpt, InventoryOpt, LimitOpt, SkipTagsOpt, TagsOpt,
-                                VerboseOpt, console, parse_extra_vars, reports_errors, resolve_inventory,
-                                split_list)
+from enclave.cli.common import (
+    CheckOpt,
+    DiffOpt,
+    ExtraVarsOpt,
+    InventoryOpt,
+    LimitOpt,
+    SkipTagsOpt,
+    TagsOpt,
+    VerboseOpt,
+    console,
+    parse_extra_vars,
+    reports_errors,
+    resolve_inventory,
+    split_list,
+)
 from enclave.cli.progress import run_with_progress
 from enclave.plan.inventory import validate
 from enclave.runner import PlaybookRequest

@@ -28,7 +28,7 @@ def logs(
         for run_dir in artifacts.run_dirs(runs):
             try:
                 summary = artifacts.read_summary(run_dir)
-            except Exception:  # noqa: BLE001 - an unfinished run is listed, not fatal
+            except Exception:
                 table.add_row(run_dir.name, "-", "unfinished", "-", "-")
                 continue
             hosts = summary.get("hosts", {})

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.errors import SandboxError
 from enclave.sandbox import system
 
 SUITE = "bookworm"

@@ -54,9 +54,8 @@ class SandboxSpec:
         if not 1 <= self.inference_nodes <= MAX_INFERENCE_NODES:
             raise UsageError(f"--nodes {self.inference_nodes}: the sandbox holds 1 to {MAX_INFERENCE_NODES} "
                              "inference nodes")
-        if self.subnet is not None:
-            if self.subnet.prefixlen > 27 or not self.subnet.is_private:
-                raise UsageError(f"subnet {self.subnet}: give a private IPv4 network of /27 or larger")
+        if self.subnet is not None and (self.subnet.prefixlen > 27 or not self.subnet.is_private):
+            raise UsageError(f"subnet {self.subnet}: give a private IPv4 network of /27 or larger")
 
     @property
     def network(self) -> ipaddress.IPv4Network:

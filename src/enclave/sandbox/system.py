@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -81,10 +82,8 @@ def pid_alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
 
 def signal_pids(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
@@ -93,10 +92,8 @@ def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     left = list(pids)
     while left:
         for pid in list(left):
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             if not pid_alive(pid):
                 left.remove(pid)
         if not left or time.monotonic() >= deadline:

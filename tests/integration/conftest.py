@@ -1,0 +1,82 @@
+"""Integration tier: real sandbox hosts (systemd-nspawn nodes over SSH) on this machine.
+
+The session shares one sandbox named "test" (its own subnet, so a user's demo sandbox is left alone) and
+one first deploy; tests that must tear down use sandboxes of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enclave.sandbox import Sandbox, SandboxStatus
+from enclave.sandbox.system import TOOL_PACKAGES
+
+REPO = Path(__file__).resolve().parents[2]
+# Stable across runs so a killed test run's sandbox is found (and recovered) by the next one.
+STATE = Path(tempfile.gettempdir()) / "enclave-integration-state"
+ENCLAVE = str(Path(sys.executable).with_name("enclave"))
+
+
+def _missing() -> list[str]:
+    reasons = []
+    if platform.system() != "Linux" or os.geteuid() != 0:
+        reasons.append("needs Linux and root")
+    reasons += [f"needs {tool} (Debian package {pkg})" for tool, pkg in TOOL_PACKAGES.items()
+                if shutil.which(tool) is None]
+    return reasons
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def integration_host() -> None:
+    reasons = _missing()
+    if reasons:
+        message = "integration tests skipped: " + "; ".join(reasons)
+        if os.environ.get("ENCLAVE_INTEGRATION") == "required":
+            pytest.fail(message.replace("skipped", "cannot run") + " (ENCLAVE_INTEGRATION=required)")
+        pytest.skip(message)
+    os.environ["ENCLAVE_STATE_DIR"] = str(STATE)
+
+
+def enclave(*args: str, check: bool | None = None, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """The installed CLI as an operator runs it (not a TTY here, so progress comes as plain lines)."""
+    proc = subprocess.run([ENCLAVE, *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, "COLUMNS": "200", "ENCLAVE_STATE_DIR": str(STATE)})
+    if check and proc.returncode != 0:
+        pytest.fail(f"enclave {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxStatus]:
+    box = Sandbox("test", state_root=STATE)
+    status = box.up(nodes=2, report=lambda m: print(f"sandbox: {m}"))
+    assert status.healthy, status
+    yield status
+    box.down()
+
+
+@pytest.fixture(scope="session")
+def inventory(sandbox: SandboxStatus) -> Path:
+    assert sandbox.inventory is not None
+    return sandbox.inventory
+
+
+@pytest.fixture(scope="session")
+def deployed(inventory: Path) -> subprocess.CompletedProcess[str]:
+    """The first deploy of the session; tests that need converged hosts depend on it."""
+    return enclave("deploy", "-i", str(inventory), check=True)
