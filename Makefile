@@ -15,7 +15,7 @@ demo: venv host-packages
 	$(BIN)/enclave deploy
 
 test: venv host-packages
-	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests
+	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/unit tests/integration
 
 unit: venv
 	$(BIN)/pytest tests/unit
