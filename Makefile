@@ -25,7 +25,7 @@ integration: venv host-packages
 
 lint: venv
 	$(BIN)/ruff check src tests bench
-	cd playbooks && PATH="$(CURDIR)/$(BIN):$$PATH" ansible-lint --profile production --offline .
+	PATH="$(CURDIR)/$(BIN):$$PATH" ansible-lint --profile production --offline playbooks
 
 bench: venv host-packages
 	$(BIN)/python bench/noop_rerun.py

@@ -9,6 +9,7 @@ import typer
 from enclave import __version__
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import logs as logs_cmd
+from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
 from enclave.cli.common import debug_mode
 
@@ -38,6 +39,7 @@ def main_options(
     debug_mode["on"] = debug
 
 
+app.command("plan")(plan_cmd.plan)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("logs")(logs_cmd.logs)
 app.add_typer(sandbox_cmd.app, name="sandbox")

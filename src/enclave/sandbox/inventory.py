@@ -38,6 +38,9 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "enclave_private_network": str(spec.network),
+                # Sandbox hosts have no GPU: the NVIDIA stack is skipped and says so.
+                "enclave_gpu": "none",
+                "enclave_model": "sandbox-tiny",
                 "enclave_apt_sources_exclusive": True,
                 "enclave_apt_sources": [{
                     "name": "sandbox",

@@ -1,0 +1,99 @@
+"""`enclave plan`: read every host's GPUs, drivers, memory, disk and network, and say what deploy would meet."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory
+from enclave.errors import UsageError
+from enclave.plan.facts import HostFacts, host_facts
+from enclave.plan.gather import gather, load_recorded
+from enclave.plan.inventory import validate
+from enclave.plan.preflight import Finding, HostSettings, preflight
+from enclave.plan.profiles import load_profile
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "skip": "cyan", "info": "dim"}
+
+
+def facts_table(facts: dict[str, HostFacts]) -> Table:
+    table = Table(title="hosts", title_justify="left", show_edge=False)
+    for column in ("host", "GPUs", "GPU memory", "driver", "CUDA", "NVSwitch / FM", "RAM", "free at weights",
+                   "private NIC"):
+        table.add_column(column)
+    for name, f in sorted(facts.items()):
+        gpus = f"{len(f.gpus)} x {f.gpu_model}" if f.gpus else (f"{f.pci_gpus} on PCI" if f.pci_gpus else "none")
+        memory = f"{f.gpu_memory_mib:,} MiB" if f.gpu_memory_mib else "-"
+        switch = f"{f.nvswitches} / {f.fabricmanager_version or '-'}" if f.nvswitches else "-"
+        ram = f"{f.memory_mb / 1024:,.0f} GiB" if f.memory_mb else "-"
+        disk = f"{f.disk_free_bytes / 1e9:,.0f} GB" if f.disk_free_bytes is not None else "-"
+        nics = ", ".join(f"{n['name']} {a}" for n in f.interfaces for a in n.get("addresses", [])) or "-"
+        table.add_row(name, gpus, memory, f.driver_version or "-", (f.smi.cuda_version if f.smi else None) or "-",
+                      switch, ram, disk, nics)
+    return table
+
+
+def findings_table(findings: list[Finding]) -> Table:
+    table = Table(title="preflight", title_justify="left", show_edge=False)
+    for column in ("", "host", "check", "why"):
+        table.add_column(column, overflow="fold")
+    order = {"error": 0, "warning": 1, "skip": 2, "info": 3}
+    for f in sorted(findings, key=lambda f: (order[f.severity], f.host or "", f.check)):
+        table.add_row(Text(f.severity, _SEVERITY_STYLE[f.severity]), f.host or "(cluster)", f.check, f.message)
+    return table
+
+
+@reports_errors
+def plan(
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    facts_file: Annotated[Path | None, typer.Option(
+        "--facts", help="Use facts recorded earlier (JSON/YAML: host -> enclave_host facts) instead of reading "
+                        "the hosts.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print facts and findings as JSON.")] = False,
+) -> None:
+    """Read every host's GPUs, drivers, memory, disk and network; show the preflight decisions.
+
+    Exit 0 when nothing refuses a deploy, 1 when a finding is an error, 2 for bad usage or inventory.
+    """
+    path = resolve_inventory(inventory)
+    inv = validate(path, reachable=facts_file is None)
+    if facts_file is not None:
+        raw = load_recorded(facts_file)
+    else:
+        with err.status("reading host facts"):
+            raw = gather(path, limit=limit)
+    hosts = [h for h in inv.enclave_hosts() if h in raw or facts_file is None]
+    missing = sorted(set(inv.enclave_hosts()) - set(raw))
+    if facts_file is not None and missing:
+        raise UsageError(f"--facts {facts_file}: no facts for {', '.join(missing)}")
+    facts = {h: host_facts(h, raw[h]) for h in hosts if h in raw}
+    settings = {h: HostSettings.from_vars(inv.hostvars.get(h, {}), tuple(g for g, members in inv.groups.items()
+                                                                          if h in members)) for h in facts}
+    model = str(next((inv.hostvars[h].get("enclave_model") for h in facts if inv.hostvars.get(h, {}).get(
+        "enclave_model")), "deepseek-v4-flash"))
+    profile = load_profile(model)
+    findings = preflight(facts, settings, profile)
+    errors = [f for f in findings if f.severity == "error"]
+    if as_json:
+        console.print_json(json.dumps({"model": model, "hosts": {h: _facts_json(f) for h, f in facts.items()},
+                                       "findings": [asdict(f) for f in findings]}))
+    else:
+        console.print(facts_table(facts))
+        console.print(findings_table(findings))
+        verdict = (f"[bold red]refused[/]: {len(errors)} error(s)" if errors else "[green]ready[/] to deploy")
+        console.print(f"model {profile.name} ({profile.repo}, {profile.size_gb:g} GB): {verdict}")
+    raise typer.Exit(1 if errors else 0)
+
+
+def _facts_json(f: HostFacts) -> dict:
+    return {"gpus": [asdict(g) for g in f.gpus], "pci_gpus": f.pci_gpus, "nvswitches": f.nvswitches,
+            "driver_version": f.driver_version, "cuda_version": f.smi.cuda_version if f.smi else None,
+            "fabricmanager_version": f.fabricmanager_version, "memory_mb": f.memory_mb,
+            "disk_free_bytes": f.disk_free_bytes, "interfaces": f.interfaces, "reboot_required": f.reboot_required}
