@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from enclave.sandbox import Sandbox, SandboxStatus
 from enclave.sandbox.system import TOOL_PACKAGES
@@ -59,6 +60,16 @@ def enclave(*args: str, check: bool | None = None, timeout: float = 1200) -> sub
     if check and proc.returncode != 0:
         pytest.fail(f"enclave {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def ssh(inventory: Path, host: str, script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a shell script on a sandbox host over SSH, as an operator would by hand."""
+    data = yaml.safe_load(inventory.read_text())["all"]
+    address = next(group["hosts"][host]["ansible_host"] for group in data["children"].values()
+                   if host in group["hosts"] and group["hosts"][host])
+    argv = ["ssh", "-i", data["vars"]["ansible_ssh_private_key_file"], *data["vars"]["ansible_ssh_common_args"].split(),
+            f"root@{address}", script]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from enclave.runner import artifacts
-from tests.integration.conftest import REPO, STATE, enclave
+from tests.integration.conftest import REPO, STATE, enclave, ssh
 
 HOSTS = {"gateway", "node1", "node2"}
 
@@ -51,14 +51,10 @@ def test_plain_ansible_playbook_sees_the_same_converged_hosts(deployed: subproce
 
 def test_host_contract_is_in_place(deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
     """Read back over SSH what the base role promised, as an operator would check by hand."""
-    data = yaml.safe_load(inventory.read_text())["all"]
-    node = data["children"]["enclave_nodes"]["hosts"]["node1"]["ansible_host"]
-    ssh = ["ssh", "-i", data["vars"]["ansible_ssh_private_key_file"], *data["vars"]["ansible_ssh_common_args"].split(),
-           f"root@{node}"]
     script = ("id -u enclave; stat -c '%U:%G %a %n' /srv/enclave/models /etc/enclave /opt/enclave; "
               "systemctl is-active chrony; chronyc -n sources | tail -n +3; "
               "head -1 /etc/sysctl.d/90-enclave.conf; apt-cache policy chrony | grep -c 8808")
-    out = subprocess.run([*ssh, script], capture_output=True, text=True, timeout=60, check=True).stdout
+    out = ssh(inventory, "node1", script).stdout
     lines = out.splitlines()
     assert int(lines[0]) < 1000  # a system user
     assert "root:enclave 750 /srv/enclave/models" in out

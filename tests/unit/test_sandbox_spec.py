@@ -42,3 +42,12 @@ def test_each_name_gets_its_own_subnet() -> None:
 def test_bad_specs_are_usage_errors(kwargs: dict) -> None:
     with pytest.raises(UsageError):
         SandboxSpec(**kwargs)
+
+
+def test_sandbox_mirror_serves_the_base_packages_and_no_gpu_ones() -> None:
+    from enclave import paths
+    from enclave.sandbox.pkgrepo import role_packages
+
+    served = role_packages(paths.roles_dir())
+    assert {"chrony", "rsync", "acl"} <= set(served)
+    assert not [p for p in served if "nvidia" in p or "*" in p]

@@ -63,10 +63,14 @@ def ensure_bridge(name: str, address: ipaddress.IPv4Address, network: ipaddress.
 
 
 def delete_link(name: str) -> bool:
-    if link_exists(name):
-        system.run(["ip", "link", "del", name])
-        return True
-    return False
+    """True when this call removed the link. A veth vanishes by itself once its peer's namespace is gone,
+    possibly between our look and our delete: that counts as gone, not as an error."""
+    if not link_exists(name):
+        return False
+    proc = system.run(["ip", "link", "del", name], check=False)
+    if proc.returncode != 0 and link_exists(name):
+        raise SandboxError(f"cannot delete link {name}: {proc.stderr.strip()}")
+    return proc.returncode == 0
 
 
 def delete_netns(name: str) -> bool:

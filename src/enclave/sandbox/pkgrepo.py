@@ -24,17 +24,19 @@ from enclave.sandbox.image import BaseImage, file_lock
 _REPO_FORMAT = 1
 
 
-def role_packages(roles_dir: Path) -> list[str]:
-    """Every package any role may install: the `*_packages` lists in the roles' defaults.
+# The roles' package lists that sandbox hosts install (GPU-only lists such as nvidia's are left out: the
+# sandbox has no GPU). A role that installs packages on every host adds its list's name here.
+SANDBOX_PACKAGE_LISTS = ("base_packages",)
 
-    Reading the roles' own data keeps the sandbox mirror in step with the roles without a second list.
-    """
+
+def role_packages(roles_dir: Path) -> list[str]:
+    """Every package the sandbox hosts install, read from the roles' own defaults (no second list of
+    package names to keep in step)."""
     packages: set[str] = set()
     for defaults in sorted(roles_dir.glob("*/defaults/main.yml")):
         data = yaml.safe_load(defaults.read_text()) or {}
-        for key, value in data.items():
-            if key.endswith("_packages") and isinstance(value, list):
-                packages.update(str(p) for p in value if isinstance(p, str) and "{{" not in p)
+        for key in SANDBOX_PACKAGE_LISTS:
+            packages.update(str(p) for p in data.get(key) or [] if isinstance(p, str) and "{{" not in p)
     return sorted(packages)
 
 
