@@ -99,8 +99,8 @@ class Sandbox:
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(self.state_file)
 
-    def recorded_spec(self) -> SandboxSpec | None:
-        spec = self._load().get("spec")
+    def recorded_spec(self, state: dict[str, Any] | None = None) -> SandboxSpec | None:
+        spec = (self._load() if state is None else state).get("spec")
         if not spec:
             return None
         return SandboxSpec(name=self.name, inference_nodes=spec["inference_nodes"],
@@ -186,14 +186,14 @@ class Sandbox:
             state["services"][daemon.name] = {"pid": pid, "marker": daemon.marker}
             self._save(state)
             report(f"started the {daemon.name} service for the nodes (pid {pid})")
+            services.require_started(daemon, pid)
             if daemon.name == "packages":
                 services.require_listening(daemon, pid, str(spec.controller_address), services.PACKAGE_PORT)
 
     def _remove_extra_nodes(self, state: dict[str, Any], spec: SandboxSpec, report: Report) -> None:
         wanted = {h.name for h in spec.hosts}
         for name in [n for n in state["nodes"] if n not in wanted]:
-            index = int(name.removeprefix("node"))
-            extra = SandboxSpec(name=self.name, inference_nodes=index, subnet=spec.network).host(name)
+            extra = spec.host(name)
             node = Node(self.name, extra, self.home / "nodes" / name)
             report(f"removing {name}: the sandbox now has {spec.inference_nodes} inference node(s)")
             node.stop(state["nodes"][name])
@@ -221,7 +221,7 @@ class Sandbox:
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> SandboxStatus:
         state = self._load()
-        spec = self.recorded_spec()
+        spec = self.recorded_spec(state)
         if spec is None:
             return SandboxStatus(self.name, "-", exists=False, inventory=None)
         return self._status(state, spec)
@@ -269,18 +269,12 @@ class Sandbox:
         return done
 
     def _stop_nodes(self, state: dict[str, Any], report: Report) -> list[str]:
-        stopped = []
-        recorded = state.get("spec")
-        if not recorded:
+        stopped: list[str] = []
+        spec = self.recorded_spec(state)
+        if spec is None:
             return stopped
-        spec = SandboxSpec(name=self.name, inference_nodes=recorded["inference_nodes"],
-                           subnet=ipaddress.IPv4Network(recorded["subnet"]))
         pids = state.get("nodes", {})
-        extra = [n for n in pids if n not in {h.name for h in spec.hosts}]
-        hosts = list(spec.hosts) + [
-            SandboxSpec(name=self.name, inference_nodes=int(n.removeprefix("node")),
-                        subnet=spec.network).host(n) for n in extra]
-        for host in hosts:
+        for host in sorted({*spec.hosts, *(spec.host(n) for n in pids)}, key=lambda h: h.index):
             node = Node(self.name, host, self.home / "nodes" / host.name)
             if node.running(pids.get(host.name)) or network.netns_pids(node.netns):
                 report(f"stopping {host.name}")

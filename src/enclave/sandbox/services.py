@@ -85,8 +85,20 @@ def wait_tcp(address: str, port: int, timeout: float) -> bool:
     return False
 
 
+def _log_tail(daemon: Daemon) -> str:
+    lines = daemon.log.read_text(errors="replace").strip().splitlines()[-3:] if daemon.log.exists() else []
+    return " | ".join(lines) or "no log output"
+
+
+def require_started(daemon: Daemon, pid: int, settle: float = 0.5) -> None:
+    """A daemon that dies at once (port taken, bad config) is reported, not recorded as running."""
+    time.sleep(settle)
+    if not daemon.alive(pid):
+        raise SandboxError(f"the sandbox {daemon.name} server (pid {pid}) exited right after starting: "
+                           f"{_log_tail(daemon)}")
+
+
 def require_listening(daemon: Daemon, pid: int, address: str, port: int) -> None:
     if not wait_tcp(address, port, 10):
-        tail = daemon.log.read_text(errors="replace").strip().splitlines()[-3:] if daemon.log.exists() else []
         raise SandboxError(f"the sandbox {daemon.name} server (pid {pid}) is not listening on "
-                           f"{address}:{port}: {' | '.join(tail) or 'no log output'}")
+                           f"{address}:{port}: {_log_tail(daemon)}")

@@ -82,7 +82,11 @@ class SandboxSpec:
         return (gateway, *nodes)
 
     def host(self, name: str) -> SandboxHost:
+        """A host by name, also a node beyond the current count (one a smaller `up` must remove)."""
         for host in self.hosts:
             if host.name == name:
                 return host
+        if name.startswith("node") and name.removeprefix("node").isdigit():
+            index = int(name.removeprefix("node"))
+            return SandboxHost(name, index, self.network.network_address + 10 + index, ("enclave_nodes",))
         raise UsageError(f"sandbox {self.name!r} has no host {name!r}")

@@ -1,0 +1,1 @@
+"""weights: manifests, hashing, transfer."""
