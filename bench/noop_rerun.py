@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Cost of a no-op rerun of site.yml against a floor measured in the same run.
 
-The baseline is a playbook of as many trivial tasks (ansible.builtin.ping) as the rerun executed on hosts,
-against the same sandbox hosts with the same Ansible settings. The ratio says how much a converged deploy
+The baseline has the same plays on the same host patterns as the rerun, each with as many trivial tasks
+(ansible.builtin.ping) as that play executed (tasks skipped everywhere do not count), run against the same
+sandbox hosts with the same Ansible settings. The ratio says how much a converged deploy
 costs beyond the bare minimum of touching every host that many times. Target: <= 1.5.
 
     python bench/noop_rerun.py [--rounds 3] [--sandbox bench] [--keep]
@@ -20,13 +21,17 @@ from pathlib import Path
 from enclave.runner import PlaybookRequest, run_playbook
 from enclave.sandbox import Sandbox
 
-HOSTS = "enclave_nodes:enclave_gateway:enclave_staging"
 
-
-def executed_tasks(events: list[dict]) -> int:
-    """Tasks that ran a module on at least one host (skipped and meta tasks excluded)."""
-    return len({e["event_data"].get("task_uuid") for e in events
-                if e.get("event") in ("runner_on_ok", "runner_on_failed")})
+def executed_tasks(events: list[dict]) -> list[tuple[str, int]]:
+    """Per play, in order: its host pattern and the number of tasks that ran on at least one host."""
+    plays: list[tuple[str, set[str]]] = []
+    for event in sorted(events, key=lambda e: e.get("counter", 0)):
+        data = event.get("event_data") or {}
+        if event.get("event") == "playbook_on_play_start":
+            plays.append((data.get("play_pattern") or "all", set()))
+        elif event.get("event") in ("runner_on_ok", "runner_on_failed") and plays:
+            plays[-1][1].add(data.get("task_uuid"))
+    return [(pattern, len(tasks)) for pattern, tasks in plays]
 
 
 def timed(request: PlaybookRequest) -> tuple[float, list[dict], int]:
@@ -39,11 +44,14 @@ def timed(request: PlaybookRequest) -> tuple[float, list[dict], int]:
     return seconds, events, result.progress.changed_total
 
 
-def baseline_playbook(directory: Path, tasks: int) -> Path:
-    body = "\n".join(f"    - name: Trivial task {i}\n      ansible.builtin.ping:\n" for i in range(tasks))
+def baseline_playbook(directory: Path, plays: list[tuple[str, int]]) -> Path:
+    text = "---\n"
+    for number, (pattern, tasks) in enumerate(plays):
+        body = "".join(f"    - name: Trivial task {number}.{i}\n      ansible.builtin.ping:\n" for i in range(tasks))
+        text += (f"- name: Baseline play {number}\n  hosts: {pattern}\n  gather_facts: false\n  become: true\n"
+                 f"  tasks:\n{body}")
     path = directory / "baseline.yml"
-    path.write_text(f"---\n- name: Baseline\n  hosts: {HOSTS}\n  gather_facts: false\n  become: true\n"
-                    f"  tasks:\n{body}")
+    path.write_text(text)
     return path
 
 
@@ -68,12 +76,13 @@ def main() -> None:
                 rerun, events, changed = timed(PlaybookRequest("site.yml", inventory))
                 if changed:
                     sys.exit(f"round {round_no}: the rerun changed {changed} thing(s); it must change nothing")
-                tasks = executed_tasks(events)
-                base, _, _ = timed(PlaybookRequest(str(baseline_playbook(Path(tmp), tasks)), inventory))
+                plays = executed_tasks(events)
+                base, _, _ = timed(PlaybookRequest(str(baseline_playbook(Path(tmp), plays)), inventory))
                 reruns.append(rerun)
                 baselines.append(base)
-                print(f"round {round_no}: no-op rerun {rerun:.1f} s ({tasks} executed tasks), "
-                      f"baseline {tasks} x ping {base:.1f} s, ratio {rerun / base:.2f}")
+                shape = " + ".join(f"{n} on {p}" for p, n in plays)
+                print(f"round {round_no}: no-op rerun {rerun:.1f} s, baseline ({shape} pings) {base:.1f} s, "
+                      f"ratio {rerun / base:.2f}")
         ratio = statistics.median(r / b for r, b in zip(reruns, baselines, strict=True))
         print(f"noop_rerun ratio (median of {args.rounds}): {ratio:.2f}  (target <= 1.5)")
     finally:
