@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from enclave.runner import artifacts
-from tests.integration.conftest import REPO, STATE, enclave, ssh
+from tests.integration.conftest import ENCLAVE, REPO, STATE, enclave, ssh
 
 HOSTS = {"gateway", "node1", "node2"}
 
@@ -100,3 +102,24 @@ def test_bad_inventory_is_refused_before_any_host_is_touched(inventory: Path, tm
     assert "unknown variable 'enclave_privat_network'" in result.stderr
     assert "did you mean 'enclave_private_network'" in result.stderr
     assert len(artifacts.run_dirs(STATE / "runs")) == runs_before
+
+
+def test_ctrl_c_cancels_cleanly(deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
+    proc = subprocess.Popen([ENCLAVE, "deploy", "-i", str(inventory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "ENCLAVE_STATE_DIR": str(STATE)})
+    seen = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # bounded by the deadline and by the run itself ending
+        seen.append(line)
+        if line.startswith("TASK  Create the service group") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output[-2000:]
+    assert "cancelled after" in output
+    leftover = subprocess.run(["pgrep", "-f", f"ansible-playbook.*{inventory}"], capture_output=True, text=True,
+                              check=False)
+    assert leftover.stdout.strip() == "", "no ansible-playbook of the cancelled run may remain"
+    assert artifacts.read_summary(artifacts.run_dirs(STATE / "runs")[-1])["status"] == "canceled"
