@@ -123,3 +123,14 @@ def test_ctrl_c_cancels_cleanly(deployed: subprocess.CompletedProcess[str], inve
                               check=False)
     assert leftover.stdout.strip() == "", "no ansible-playbook of the cancelled run may remain"
     assert artifacts.read_summary(artifacts.run_dirs(STATE / "runs")[-1])["status"] == "canceled"
+
+
+def test_check_diff_shows_the_change_and_makes_none(deployed: subprocess.CompletedProcess[str],
+                                                    inventory: Path) -> None:
+    limits = "/etc/security/limits.d/90-enclave.conf"
+    before = ssh(inventory, "node1", f"sha256sum {limits}").stdout
+    result = enclave("deploy", "-i", str(inventory), "--limit", "node1", "--check", "--diff",
+                     "-e", "base_limits_nofile=65536", check=True)
+    assert "diff node1  Write the service user's limits" in result.stdout
+    assert "+enclave soft nofile 65536" in result.stdout and "-enclave soft nofile 1048576" in result.stdout
+    assert ssh(inventory, "node1", f"sha256sum {limits}").stdout == before

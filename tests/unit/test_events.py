@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.runner.events import HostTally, RunProgress, failure_message
+from enclave.runner.events import HostTally, RunProgress, diff_text, failure_message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 
@@ -87,3 +87,17 @@ def test_failure_message(res: dict, expected: str) -> None:
 
 def test_failure_message_is_bounded() -> None:
     assert len(failure_message({"msg": "x" * 5000})) == 600
+
+
+def test_diff_text_from_before_and_after() -> None:
+    res = {"diff": [{"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "new"}]}
+    text = diff_text(res)
+    assert "--- /etc/x" in text and "-b" in text.splitlines() and "+c" in text.splitlines()
+
+
+def test_diff_text_prepared_and_loop_items_and_nothing() -> None:
+    assert diff_text({"diff": {"prepared": "+ added line\n"}}) == "+ added line"
+    looped = {"results": [{"diff": [{"before": "1\n", "after": "2\n"}]}, {"diff": []}]}
+    assert "+2" in diff_text(looped).splitlines()
+    assert diff_text({"diff": [{"before": "same", "after": "same"}]}) == ""
+    assert diff_text({}) == ""

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from enclave.runner import PlaybookRequest, RunProgress, RunResult, run_playbook
-from enclave.runner.events import HostTally
+from enclave.runner.events import HostTally, diff_text
 
 _STYLES = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
            "skipped": "cyan"}
@@ -50,6 +50,7 @@ class _LivePanel:
 
     def on_event(self, event: dict[str, Any], progress: RunProgress) -> None:
         self.progress = progress
+        _print_diff(self.console, event)
         if event.get("event") in ("runner_on_failed", "runner_on_unreachable") and progress.failures:
             data = event.get("event_data") or {}
             if not data.get("ignore_errors"):
@@ -65,6 +66,7 @@ class _PlainLines:
         self.console = console
 
     def on_event(self, event: dict[str, Any], progress: RunProgress) -> None:
+        _print_diff(self.console, event)
         kind = event.get("event")
         if kind == "playbook_on_play_start":
             self.console.print(f"PLAY  {progress.play}", highlight=False)
@@ -76,6 +78,19 @@ class _PlainLines:
                 self.console.print(f"  FAILED {f.host}: {f.message}", highlight=False)
         elif kind == "runner_on_ok" and ((event.get("event_data") or {}).get("res") or {}).get("changed"):
             self.console.print(f"  changed {(event.get('event_data') or {}).get('host')}", highlight=False)
+
+
+def _print_diff(console: Console, event: dict[str, Any]) -> None:
+    """With --diff, what a task changed (or would change with --check), under the host's name."""
+    if event.get("event") != "runner_on_ok":
+        return
+    data = event.get("event_data") or {}
+    text = diff_text(data.get("res") or {})
+    if text:
+        console.print(Text.assemble(("diff ", "bold"), (str(data.get("host")), "bold"), f"  {data.get('task')}"))
+        for line in text.splitlines():
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+            console.print(Text(f"  {line}", style=style), soft_wrap=True)
 
 
 def run_with_progress(request: PlaybookRequest, console: Console, *, title: str) -> RunResult:

@@ -3,6 +3,7 @@ what was ok, changed, failed or unreachable, with the failing task's own message
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,6 +103,29 @@ class RunProgress:
     def as_dict(self) -> dict[str, Any]:
         return {"hosts": {h: asdict(t) for h, t in sorted(self.hosts.items())},
                 "failures": [asdict(f) for f in self.failures], "tasks_started": self.tasks_started}
+
+
+def diff_text(res: dict[str, Any]) -> str:
+    """The file changes a result carries with --diff, as unified diff text ("" when there are none)."""
+    diffs = res.get("diff") or []
+    if isinstance(diffs, dict):
+        diffs = [diffs]
+    for item in res.get("results") or []:
+        if isinstance(item, dict) and item.get("diff"):
+            diffs += item["diff"] if isinstance(item["diff"], list) else [item["diff"]]
+    parts = []
+    for diff in diffs:
+        if not isinstance(diff, dict):
+            continue
+        if diff.get("prepared"):
+            parts.append(str(diff["prepared"]))
+        elif "before" in diff or "after" in diff:
+            before, after = str(diff.get("before", "")), str(diff.get("after", ""))
+            if before != after:
+                parts.append("".join(difflib.unified_diff(
+                    before.splitlines(keepends=True), after.splitlines(keepends=True),
+                    fromfile=str(diff.get("before_header", "before")), tofile=str(diff.get("after_header", "after")))))
+    return "\n".join(p.rstrip("\n") for p in parts if p.strip())
 
 
 def failure_message(res: dict[str, Any]) -> str:
