@@ -101,3 +101,14 @@ def test_diff_text_prepared_and_loop_items_and_nothing() -> None:
     assert "+2" in diff_text(looped).splitlines()
     assert diff_text({"diff": [{"before": "same", "after": "same"}]}) == ""
     assert diff_text({}) == ""
+
+
+def test_new_failure_is_set_only_by_the_event_that_adds_it() -> None:
+    progress = RunProgress()
+    progress.feed({"event": "runner_on_failed", "event_data": {"host": "a", "task": "t", "res": {"msg": "x"}}})
+    assert progress.new_failure is not None and progress.new_failure.host == "a"
+    progress.feed({"event": "runner_on_ok", "event_data": {"host": "b", "res": {}}})
+    assert progress.new_failure is None
+    snap = progress.snapshot()
+    progress.feed({"event": "runner_on_ok", "event_data": {"host": "a", "res": {"changed": True}}})
+    assert snap.hosts["a"].changed == 0 and progress.hosts["a"].changed == 1

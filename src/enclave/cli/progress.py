@@ -15,6 +15,7 @@ from rich.text import Text
 from enclave.runner import PlaybookRequest, RunProgress, RunResult, run_playbook
 from enclave.runner.events import HostTally, diff_text
 
+_COLUMNS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
 _STYLES = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold magenta",
            "skipped": "cyan"}
 
@@ -22,11 +23,11 @@ _STYLES = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachabl
 def host_table(hosts: dict[str, HostTally], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("host")
-    for column in ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored"):
+    for column in _COLUMNS:
         table.add_column(column, justify="right")
     for host, tally in sorted(hosts.items()):
         cells = []
-        for column in ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored"):
+        for column in _COLUMNS:
             value = getattr(tally, column)
             cells.append(Text(str(value), style=_STYLES.get(column, "") if value else "dim"))
         name_style = "bold red" if tally.bad else ("yellow" if tally.changed else "green")
@@ -49,14 +50,13 @@ class _LivePanel:
         return Group(head, self.spinner, host_table(p.hosts))
 
     def on_event(self, event: dict[str, Any], progress: RunProgress) -> None:
-        self.progress = progress
+        # Live renders from its own thread: give it a copy, never the object the driver keeps feeding.
+        self.progress = progress.snapshot()
         _print_diff(self.console, event)
-        if event.get("event") in ("runner_on_failed", "runner_on_unreachable") and progress.failures:
-            data = event.get("event_data") or {}
-            if not data.get("ignore_errors"):
-                failure = progress.failures[-1]
-                self.console.print(Text.assemble(("FAILED ", "bold red"), (failure.host, "bold"),
-                                                 f"  {failure.task}: ", (failure.message, "red")))
+        failure = progress.new_failure
+        if failure is not None:
+            self.console.print(Text.assemble(("FAILED ", "bold red"), (failure.host, "bold"),
+                                             f"  {failure.task}: ", (failure.message, "red")))
 
 
 class _PlainLines:
@@ -72,10 +72,9 @@ class _PlainLines:
             self.console.print(f"PLAY  {progress.play}", highlight=False)
         elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.console.print(f"TASK  {progress.task}", highlight=False)
-        elif kind in ("runner_on_failed", "runner_on_unreachable") and progress.failures:
-            if not (event.get("event_data") or {}).get("ignore_errors"):
-                f = progress.failures[-1]
-                self.console.print(f"  FAILED {f.host}: {f.message}", highlight=False)
+        elif progress.new_failure is not None:
+            f = progress.new_failure
+            self.console.print(f"  FAILED {f.host}: {f.message}", highlight=False)
         elif kind == "runner_on_ok" and ((event.get("event_data") or {}).get("res") or {}).get("changed"):
             self.console.print(f"  changed {(event.get('event_data') or {}).get('host')}", highlight=False)
 

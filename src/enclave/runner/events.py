@@ -4,7 +4,7 @@ what was ok, changed, failed or unreachable, with the failing task's own message
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 _MESSAGE_LIMIT = 600
@@ -42,10 +42,17 @@ class RunProgress:
     hosts: dict[str, HostTally] = field(default_factory=dict)
     failures: list[TaskFailure] = field(default_factory=list)
     finished: bool = False
+    # The failure the last fed event added, if any: what a display prints as it happens.
+    new_failure: TaskFailure | None = None
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
+        before = len(self.failures)
+        self._fold(kind, data)
+        self.new_failure = self.failures[-1] if len(self.failures) > before else None
+
+    def _fold(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "playbook_on_play_start":
             self.play = data.get("play") or data.get("name")
         elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
@@ -71,6 +78,11 @@ class RunProgress:
         elif kind == "playbook_on_stats":
             self._take_stats(data)
             self.finished = True
+
+    def snapshot(self) -> RunProgress:
+        """A copy safe to render from another thread while events keep coming."""
+        return RunProgress(play=self.play, task=self.task, tasks_started=self.tasks_started,
+                           hosts={h: replace(t) for h, t in self.hosts.items()}, finished=self.finished)
 
     def _host(self, data: dict[str, Any]) -> HostTally:
         name = str(data.get("host") or data.get("remote_addr") or "?")
