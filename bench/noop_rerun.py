@@ -6,7 +6,7 @@ The baseline has the same plays on the same host patterns as the rerun, each wit
 sandbox hosts with the same Ansible settings. The ratio says how much a converged deploy
 costs beyond the bare minimum of touching every host that many times. Target: <= 1.5.
 
-    python bench/noop_rerun.py [--rounds 3] [--sandbox bench] [--keep]
+    python bench/noop_rerun.py [--rounds 5] [--sandbox bench] [--keep]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def baseline_playbook(directory: Path, plays: list[tuple[str, int]]) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sandbox", default="bench")
     parser.add_argument("--keep", action="store_true", help="leave the sandbox up afterwards")
     args = parser.parse_args()
@@ -84,7 +84,10 @@ def main() -> None:
                 print(f"round {round_no}: no-op rerun {rerun:.1f} s, baseline ({shape} pings) {base:.1f} s, "
                       f"ratio {rerun / base:.2f}")
         ratio = statistics.median(r / b for r, b in zip(reruns, baselines, strict=True))
-        print(f"noop_rerun ratio (median of {args.rounds}): {ratio:.2f}  (target <= 1.5)")
+        # Noise on a shared 2-core machine only ever adds time, so the fastest of each is the steadier estimate.
+        floor_ratio = min(reruns) / min(baselines)
+        print(f"noop_rerun ratio: median of {args.rounds} rounds {ratio:.2f}, fastest/fastest {floor_ratio:.2f} "
+              f"(rerun {min(reruns):.1f} s, baseline {min(baselines):.1f} s; target <= 1.5)")
     finally:
         if not existed and not args.keep:
             sandbox.down()
