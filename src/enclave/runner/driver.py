@@ -21,6 +21,7 @@ from enclave.errors import RunError
 from enclave.runner import artifacts
 from enclave.runner.command import PlaybookRequest, playbook_args
 from enclave.runner.events import RunProgress
+from enclave.runner.processes import Canceller
 
 EventCallback = Callable[[dict[str, Any], RunProgress], None]
 
@@ -61,6 +62,7 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
     progress = RunProgress()
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     cancel = cancel or threading.Event()
+    canceller = Canceller(cancel)
     started = time.monotonic()
     summary: dict[str, Any] = {
         "playbook": request.playbook, "inventory": str(request.inventory.resolve()), "check": request.check,
@@ -85,7 +87,7 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
             suppress_env_files=True,
             rotate_artifacts=0,
             event_handler=handle,
-            cancel_callback=cancel.is_set,
+            cancel_callback=canceller,
         )
         scrubbed = False
         while thread.is_alive() or not events.empty():
@@ -103,6 +105,8 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
     except ansible_runner.exceptions.AnsibleRunnerException as exc:
         raise RunError(f"ansible-runner could not run {request.playbook}: {exc}") from exc
     finally:
+        if cancel.is_set():
+            canceller.stop_leftovers()
         if extra_file is not None:
             extra_file.unlink(missing_ok=True)
         artifacts.scrub_command_record(run_dir)
