@@ -12,6 +12,7 @@ HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt
 
 demo: venv host-packages
 	$(BIN)/enclave sandbox up
+	$(BIN)/enclave plan
 	$(BIN)/enclave deploy
 
 test: venv host-packages
