@@ -14,6 +14,7 @@ demo: venv host-packages
 	$(BIN)/enclave sandbox up
 	$(BIN)/enclave plan
 	$(BIN)/enclave deploy
+	$(BIN)/enclave verify
 
 test: venv host-packages
 	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/unit tests/integration

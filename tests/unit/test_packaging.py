@@ -26,7 +26,10 @@ def test_wheel_ships_playbooks_templates_inventories_and_config(wheel: Path) -> 
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("enclave/share/playbooks/site.yml", "enclave/share/playbooks/roles/base/tasks/main.yml",
                      "enclave/share/templates/apt/enclave.sources.j2", "enclave/share/ansible.cfg",
-                     "enclave/share/inventory/h200-cluster/hosts.yml", "enclave/cli/__init__.py"):
+                     "enclave/share/inventory/h200-cluster/hosts.yml", "enclave/cli/__init__.py",
+                     "enclave/checks/test_base.py", "enclave/checks/pytest.ini",
+                     "enclave/profiles/deepseek-v4-flash.yml",
+                     "enclave/weights/nodetool.py", "enclave/share/playbooks/library/enclave_host_facts.py"):
         assert required in names, required
 
 

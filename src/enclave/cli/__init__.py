@@ -11,6 +11,7 @@ from enclave.cli import deploy as deploy_cmd
 from enclave.cli import logs as logs_cmd
 from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
+from enclave.cli import verify as verify_cmd
 from enclave.cli.common import debug_mode
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ def main_options(
 
 app.command("plan")(plan_cmd.plan)
 app.command("deploy")(deploy_cmd.deploy)
+app.command("verify")(verify_cmd.verify)
 app.command("logs")(logs_cmd.logs)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 

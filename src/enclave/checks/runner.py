@@ -1,0 +1,40 @@
+"""Running the shipped checks against an inventory, in a pytest of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from enclave.ansible_env import ansible_env
+from enclave.checks.results import CheckResult, parse_junit
+from enclave.errors import RunError
+
+CHECKS_DIR = Path(__file__).resolve().parent
+HOSTS_ENV = "ENCLAVE_VERIFY_HOSTS"
+
+
+def run_checks(inventory: Path, *, hosts: list[str] | None = None, deep: bool = False,
+               junit: Path | None = None, timeout: float = 3600) -> tuple[list[CheckResult], str]:
+    """The results and pytest's own output. `hosts` limits the run (testinfra's --hosts would override the
+    modules' own host groups, so the limit is applied at collection instead)."""
+    with tempfile.TemporaryDirectory(prefix="enclave-verify-") as tmp:
+        report = junit or Path(tmp) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+                f"--ansible-inventory={inventory}", f"--junitxml={report}", str(CHECKS_DIR)]
+        if deep:
+            argv.append("--deep")
+        env = {**os.environ, **ansible_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+        if hosts:
+            env[HOSTS_ENV] = ",".join(hosts)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise RunError(f"the checks did not finish within {timeout:.0f} s") from exc
+        # pytest: 0 passed, 1 some failed, 5 nothing collected; anything else is a problem of the run itself.
+        if proc.returncode not in (0, 1, 5) or not report.exists():
+            tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+            raise RunError(f"the checks could not run (pytest exit {proc.returncode}): {tail}")
+        return parse_junit(report), proc.stdout

@@ -1,0 +1,59 @@
+"""`enclave verify`: prove every host is as the kit left it, with the shipped testinfra checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from enclave.checks.results import CheckResult, as_json, summary
+from enclave.checks.runner import run_checks
+from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory, split_list
+from enclave.errors import UsageError
+from enclave.plan.inventory import validate
+
+_STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "cyan"}
+
+
+def results_table(results: list[CheckResult]) -> Table:
+    table = Table(show_edge=False)
+    for column in ("host", "concern", "check", "result", "why"):
+        table.add_column(column, overflow="fold")
+    order = {"failed": 0, "error": 0, "passed": 1, "skipped": 2}
+    for r in sorted(results, key=lambda r: (r.host, order[r.outcome], r.concern, r.check)):
+        table.add_row(r.host, r.concern, r.check, Text(r.outcome, _STYLE[r.outcome]), r.message)
+    return table
+
+
+@reports_errors
+def verify(
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    deep: Annotated[bool, typer.Option(help="Rehash the weights fully instead of trusting stamps.")] = False,
+    junit: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report to this file.")] = None,
+    as_json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Check every host against what the kit installed. Exit 0 all passed, 1 a check failed, 2 bad usage."""
+    path = resolve_inventory(inventory)
+    inv = validate(path)
+    hosts = None
+    if limit:
+        names = split_list([limit])
+        hosts = sorted({h for n in names for h in (inv.hosts(n) if n in inv.groups else [n])})
+        unknown = sorted(set(hosts) - set(inv.hosts()))
+        if unknown:
+            raise UsageError(f"--limit {limit}: no such host or group: {', '.join(unknown)}")
+    with err.status("running host checks"):
+        results, _ = run_checks(path, hosts=hosts, deep=deep, junit=junit.resolve() if junit else None)
+    counts = summary(results)
+    if as_json_output:
+        console.print_json(json.dumps(as_json(results)))
+    else:
+        console.print(results_table(results))
+        console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
+                      f"{counts['skipped']} skipped", highlight=False)
+    raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
