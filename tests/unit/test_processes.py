@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from enclave.runner.processes import Canceller, ansible_descendants
+from enclave.runner.processes import run_processes, stop_run
 
-# A stand-in process tree with the shape of ansible-playbook's: a parent (its command line carries the marker the
-# canceller looks for) that forks a worker, which leaves the process group with setsid() as Ansible's workers do.
+# A process tree with the shape of ansible-playbook's under ansible-runner: a parent in a session of its own that
+# forks a worker, which leaves the process group with setsid() as Ansible's workers do.
 TREE = """
-import os, sys, time  # ansible-playbook stand-in
+import os, time
 pid = os.fork()
 if pid == 0:
     os.setsid()
@@ -34,28 +33,27 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_canceller_remembers_setsid_workers_and_stops_them() -> None:
-    # Its own session, as pexpect gives ansible-playbook under ansible-runner.
-    parent = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True, start_new_session=True)
+def test_stop_run_finds_and_stops_the_orphaned_worker(tmp_path: Path) -> None:
+    artifacts = str(tmp_path / "artifacts" / "run")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             env={**os.environ, "AWX_ISOLATED_DATA_DIR": artifacts + "-other-run"})
+    parent = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True, env={**os.environ, "AWX_ISOLATED_DATA_DIR": artifacts})
     try:
         assert parent.stdout is not None
         worker = int(parent.stdout.readline())
-        event = threading.Event()
-        canceller = Canceller(event)
-        assert canceller() is False and canceller.workers == set()
-        event.set()
-        assert canceller() is True
-        assert {parent.pid, worker} <= canceller.workers
+        assert run_processes(artifacts) == {parent.pid, worker}
         # What ansible-runner does on cancel: kill the parent's process group, which misses the worker.
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        assert worker not in ansible_descendants(os.getpid()), "orphaned: no longer our descendant"
         assert running(worker)
-        canceller.stop_leftovers(patience=5)
+        assert stop_run(artifacts, patience=5) == [worker]
         deadline = time.monotonic() + 5
         while running(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not running(worker)
+        assert other.poll() is None, "another run's process is left alone"
     finally:
-        if parent.poll() is None:
-            parent.kill()
+        for proc in (parent, other):
+            if proc.poll() is None:
+                proc.kill()

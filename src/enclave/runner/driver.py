@@ -21,7 +21,7 @@ from enclave.errors import RunError
 from enclave.runner import artifacts
 from enclave.runner.command import PlaybookRequest, playbook_args
 from enclave.runner.events import RunProgress
-from enclave.runner.processes import Canceller
+from enclave.runner.processes import stop_run
 
 EventCallback = Callable[[dict[str, Any], RunProgress], None]
 
@@ -62,7 +62,6 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
     progress = RunProgress()
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     cancel = cancel or threading.Event()
-    canceller = Canceller(cancel)
     started = time.monotonic()
     summary: dict[str, Any] = {
         "playbook": request.playbook, "inventory": str(request.inventory.resolve()), "check": request.check,
@@ -87,7 +86,7 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
             suppress_env_files=True,
             rotate_artifacts=0,
             event_handler=handle,
-            cancel_callback=canceller,
+            cancel_callback=cancel.is_set,
         )
         scrubbed = False
         while thread.is_alive() or not events.empty():
@@ -106,7 +105,7 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
         raise RunError(f"ansible-runner could not run {request.playbook}: {exc}") from exc
     finally:
         if cancel.is_set():
-            canceller.stop_leftovers()
+            stop_run(str(run_dir / "artifacts" / "run"))
         if extra_file is not None:
             extra_file.unlink(missing_ok=True)
         artifacts.scrub_command_record(run_dir)

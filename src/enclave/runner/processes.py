@@ -2,8 +2,9 @@
 
 ansible-runner cancels by killing ansible-playbook's process group, but Ansible's worker processes call
 setsid() and live in groups of their own: they would go on running the task they hold (an apt install, a
-restart) after the operator pressed Ctrl-C. The canceller remembers them while they are still our
-descendants and stops them after runner has stopped their parent.
+restart) after the operator pressed Ctrl-C, some of them for good. Every process of a run carries the run's
+artifact directory in its environment (ansible-runner sets AWX_ISOLATED_DATA_DIR for its event callback), which
+names exactly this run's processes, whoever their parent is by now.
 """
 
 from __future__ import annotations
@@ -11,69 +12,49 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
-_MARK = b"ansible-playbook"
+RUN_MARK = "AWX_ISOLATED_DATA_DIR"
 
 
-def _parent_of(pid: int) -> int | None:
+def run_processes(artifact_dir: str) -> set[int]:
+    """PIDs (other than ours) whose environment names `artifact_dir` as their run's."""
+    entry = f"{RUN_MARK}={artifact_dir}".encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if entry in environ.split(b"\0"):
+            found.add(int(proc.name))
+    return found
+
+
+def _running(pid: int) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _is_ansible(pid: int) -> bool:
-    try:
-        return _MARK in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 
 
-def ansible_descendants(root: int) -> set[int]:
-    """PIDs below `root` whose command line is ansible-playbook's (the main process and its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            parent = _parent_of(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return {pid for pid in found if _is_ansible(pid)}
-
-
-class Canceller:
-    """ansible-runner's cancel callback: answers whether to cancel, and remembers what must stop."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-        self.workers: set[int] = set()
-
-    def __call__(self) -> bool:
-        if not self.event.is_set():
-            return False
-        # Runner kills the process group right after this returns True; read the tree before that.
-        self.workers |= ansible_descendants(os.getpid())
-        return True
-
-    def stop_leftovers(self, patience: float = 5.0) -> list[int]:
-        """SIGTERM the remembered workers still running, SIGKILL those that outlast `patience`."""
-        alive = [pid for pid in self.workers if _is_ansible(pid)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + patience
-            while alive and time.monotonic() < deadline:
-                time.sleep(0.1)
-                alive = [pid for pid in alive if _is_ansible(pid)]
-            if not alive:
-                break
-        return sorted(self.workers)
+def stop_run(artifact_dir: str, patience: float = 5.0) -> list[int]:
+    """SIGTERM what is left of a run, SIGKILL what outlasts `patience`; returns the PIDs it had to stop."""
+    stopped: set[int] = set()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        # Look again each round: a worker forked just before the parent died appears late.
+        alive = {pid for pid in run_processes(artifact_dir) if _running(pid)}
+        stopped |= alive
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + patience
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = {pid for pid in alive if _running(pid)}
+        if not alive and not {p for p in run_processes(artifact_dir) if _running(p)}:
+            break
+    return sorted(stopped)
