@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave.pids import signal_pids
 from enclave.sandbox import Sandbox, SandboxSpec, network, system
 from tests.integration.conftest import STATE, enclave
 
@@ -62,7 +63,7 @@ def test_up_is_idempotent_recovers_from_killed_processes_and_down_leaves_nothing
     assert recorded_pids(box) == first
 
     # What the end of a session does: every process killed, namespaces, links and overlays left behind.
-    system.signal_pids(list(first.values()), signal.SIGKILL)
+    signal_pids(list(first.values()), signal.SIGKILL)
     assert not system.wait_gone(list(first.values()), 10)
     assert network.list_netns(f"enclave-{NAME}-"), "the namespaces outlive the processes"
     status = box.up()

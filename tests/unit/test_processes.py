@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from enclave.pids import pid_running
 from enclave.runner.processes import run_processes, stop_run
 
 # A process tree with the shape of ansible-playbook's under ansible-runner: a parent in a session of its own that
@@ -25,14 +26,6 @@ time.sleep(60)
 """
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's reaping is up to PID 1, which differs between machines)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_stop_run_finds_and_stops_the_orphaned_worker(tmp_path: Path) -> None:
     artifacts = str(tmp_path / "artifacts" / "run")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
@@ -46,12 +39,12 @@ def test_stop_run_finds_and_stops_the_orphaned_worker(tmp_path: Path) -> None:
         # What ansible-runner does on cancel: kill the parent's process group, which misses the worker.
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        assert running(worker)
+        assert pid_running(worker)
         assert stop_run(artifacts, patience=5) == [worker]
         deadline = time.monotonic() + 5
-        while running(worker) and time.monotonic() < deadline:
+        while pid_running(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not running(worker)
+        assert not pid_running(worker)
         assert other.poll() is None, "another run's process is left alone"
     finally:
         for proc in (parent, other):

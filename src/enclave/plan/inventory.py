@@ -11,7 +11,6 @@ import difflib
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from enclave import paths
 from enclave.ansible_env import ansible_env
 from enclave.errors import InventoryError
 from enclave.plan.known_vars import KnownVars, load_known_vars
+from enclave.ssh_probe import probe_ssh
 
 REQUIRED_GROUPS = {"enclave_nodes": "GPU hosts that run the engine", "enclave_gateway": "the client entry point",
                    "enclave_staging": "the one host that fetches weights"}
@@ -201,19 +201,6 @@ def check_variables(found: list[_Found], known: KnownVars) -> list[str]:
 
 def _templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or value.startswith("<"))
-
-
-def probe_ssh(address: str, port: int, timeout: float) -> str | None:
-    """None when an SSH server answers; otherwise why not."""
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            banner = sock.recv(64)
-    except TimeoutError:
-        return "timed out"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None if banner.startswith(b"SSH-") else f"no SSH banner (got {banner[:20]!r})"
 
 
 def check_reachable(inventory: Inventory, timeout: float = 5.0) -> list[str]:

@@ -9,11 +9,12 @@ names exactly this run's processes, whoever their parent is by now.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 from pathlib import Path
+
+from enclave.pids import pid_running, signal_pids
 
 RUN_MARK = "AWX_ISOLATED_DATA_DIR"
 
@@ -34,27 +35,18 @@ def run_processes(artifact_dir: str) -> set[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def stop_run(artifact_dir: str, patience: float = 5.0) -> list[int]:
     """SIGTERM what is left of a run, SIGKILL what outlasts `patience`; returns the PIDs it had to stop."""
     stopped: set[int] = set()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         # Look again each round: a worker forked just before the parent died appears late.
-        alive = {pid for pid in run_processes(artifact_dir) if _running(pid)}
+        alive = {pid for pid in run_processes(artifact_dir) if pid_running(pid)}
         stopped |= alive
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+        signal_pids(alive, sig)
         deadline = time.monotonic() + patience
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
-            alive = {pid for pid in alive if _running(pid)}
-        if not alive and not {p for p in run_processes(artifact_dir) if _running(p)}:
+            alive = {pid for pid in alive if pid_running(pid)}
+        if not alive and not {p for p in run_processes(artifact_dir) if pid_running(p)}:
             break
     return sorted(stopped)

@@ -14,11 +14,13 @@ from typing import Any
 
 from enclave import paths
 from enclave.errors import SandboxError, UsageError
+from enclave.pids import signal_pids
 from enclave.sandbox import inventory, network, services, system
 from enclave.sandbox.image import BaseImage, file_lock, host_debian_mirror
-from enclave.sandbox.node import Node, ssh_banner
+from enclave.sandbox.node import Node
 from enclave.sandbox.pkgrepo import PackageRepo, role_packages
 from enclave.sandbox.spec import SandboxSpec
+from enclave.ssh_probe import probe_ssh
 
 Report = Callable[[str], None]
 
@@ -144,7 +146,7 @@ class Sandbox:
                 pid = state["nodes"].get(host.name)
                 if (node.running(pid) and network.host_plumbed(node.netns, host.veth_host(self.name),
                                                                 spec.bridge)
-                        and ssh_banner(str(host.address))):
+                        and probe_ssh(str(host.address), timeout=2) is None):
                     continue
                 report(f"starting {host.name} ({host.address})")
                 node.stop(pid)  # whatever an earlier run left of it
@@ -234,7 +236,7 @@ class Sandbox:
             pid = state.get("nodes", {}).get(host.name)
             running = node.running(pid)
             result.hosts.append(HostStatus(host.name, str(host.address), host.groups, pid, running,
-                                           running and ssh_banner(str(host.address), timeout=1)))
+                                           running and probe_ssh(str(host.address), timeout=1) is None))
         logs = self.home / "logs"
         for name, record in sorted(state.get("services", {}).items()):
             result.services[name] = services.recorded(name, record, logs).alive(record.get("pid"))
@@ -254,7 +256,7 @@ class Sandbox:
                     done.services_stopped.append(name)
             # By name as well as by record: a crashed `up` may have made links it never wrote down.
             for ns in network.list_netns(f"enclave-{self.name}-"):
-                system.signal_pids(network.netns_pids(ns), signal.SIGKILL)
+                signal_pids(network.netns_pids(ns), signal.SIGKILL)
                 network.delete_netns(ns)
                 done.netns_deleted.append(ns)
             bridge = SandboxSpec(name=self.name).bridge

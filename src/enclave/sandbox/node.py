@@ -8,15 +8,16 @@ from __future__ import annotations
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from enclave.errors import SandboxError
+from enclave.pids import signal_pids
 from enclave.sandbox import network, system
 from enclave.sandbox.spec import SandboxHost
+from enclave.ssh_probe import probe_ssh
 
 _STOP_PATIENCE_S = 20
 
@@ -92,7 +93,7 @@ class Node:
             if not self.running(pid):
                 raise SandboxError(f"node {self.host.name}: systemd-nspawn exited during boot; "
                                    f"see {self.home / 'console.log'}: {self._console_tail()}")
-            if ssh_banner(str(self.host.address)):
+            if probe_ssh(str(self.host.address), timeout=2) is None:
                 return
             time.sleep(0.5)
         raise SandboxError(f"node {self.host.name} ({self.host.address}): no SSH after {timeout:.0f} s; "
@@ -102,15 +103,15 @@ class Node:
         """Clean shutdown first; processes that keep the node alive (seen with Ray) are killed by PID."""
         if self.running(pid):
             assert pid is not None
-            system.signal_pids([pid], signal.SIGTERM)
+            signal_pids([pid], signal.SIGTERM)
             if not system.wait_gone([pid], _STOP_PATIENCE_S):
                 return
         # Only PIDs read from the namespace right now: an older list may name reused PIDs.
         survivors = [p for p in network.netns_pids(self.netns) if system.pid_alive(p)]
-        system.signal_pids(survivors, signal.SIGKILL)
+        signal_pids(survivors, signal.SIGKILL)
         if self.running(pid):
             assert pid is not None
-            system.signal_pids([pid], signal.SIGKILL)
+            signal_pids([pid], signal.SIGKILL)
         left = system.wait_gone([*survivors, *([pid] if pid else [])], 10)
         if [p for p in left if system.pid_alive(p)]:
             raise SandboxError(f"node {self.host.name}: processes {left} survived SIGKILL")
@@ -121,12 +122,3 @@ class Node:
         path = self.home / "console.log"
         lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
         return " | ".join(lines[-3:]) or "no output"
-
-
-def ssh_banner(address: str, port: int = 22, timeout: float = 2) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False

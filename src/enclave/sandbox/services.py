@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enclave.errors import SandboxError
+from enclave.pids import signal_pids
 from enclave.sandbox import system
 
 PACKAGE_PORT = 8808
@@ -44,9 +45,9 @@ class Daemon:
         if not self.alive(pid):
             return
         assert pid is not None
-        system.signal_pids([pid], signal.SIGTERM)
+        signal_pids([pid], signal.SIGTERM)
         if system.wait_gone([pid], timeout):
-            system.signal_pids([pid], signal.SIGKILL)
+            signal_pids([pid], signal.SIGKILL)
             system.wait_gone([pid], 5)
 
 

@@ -6,13 +6,13 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from enclave.errors import SandboxError
+from enclave.pids import pid_running
 
 # Debian package that provides each tool the sandbox runs; named in the error so the fix is one command.
 TOOL_PACKAGES = {
@@ -66,24 +66,15 @@ def pid_alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
 
     The command line check keeps us from signalling an unrelated process that reused a recorded PID.
     """
-    if not pid:
-        return False
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+    if not pid or not pid_running(pid):
         return False
     if expect_in_cmdline is None:
         return True
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
     return expect_in_cmdline in raw.replace(b"\0", b" ").decode(errors="replace")
-
-
-def signal_pids(pids: Sequence[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
