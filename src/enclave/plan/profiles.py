@@ -1,15 +1,47 @@
-"""Model profiles: data files shipped in the package (src/enclave/profiles/*.yml); a fact is one edit."""
+"""Model profiles: data files, so a fact about a model is one edit.
+
+Shipped profiles live in the package (src/enclave/profiles/*.yml); an operator adds or replaces one with a file of
+the same shape in `<inventory dir>/profiles/NAME.yml` (found first). Every key is checked; an error names the file
+and the key. The schema, with what each key means, is in docs/planning.md.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from enclave.errors import UsageError
+from enclave.errors import InventoryError, UsageError
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+OPERATOR_SUBDIR = "profiles"  # next to the inventory: <inventory dir>/profiles/*.yml
+REVISION_RE = re.compile(r"[0-9a-f]{40}")
+REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+PARALLELISM_STYLES = ("data-expert", "tensor")
+# cpu: nodes without GPUs (the sandbox); the rest are GPU classes as enclave.plan.parallelism names them.
+_CLASS_RE = re.compile(r"[a-z][a-z0-9]*")
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_KEYS = {"name", "repo", "revision", "served_model_name", "size_gb", "min_gpu_memory_gb", "moe",
+         "readiness_timeout_s", "parallelism", "engine", "hardware", "description"}
+_ENGINE_KEYS = {"args", "env"}
+# Flags the plan or the engine role set themselves: a profile that sets them would fight the planner.
+_RESERVED_FLAGS = ("--model", "--host", "--port", "--api-key", "--served-model-name", "--tensor-parallel-size",
+                   "-tp", "--pipeline-parallel-size", "-pp", "--data-parallel-size", "-dp",
+                   "--enable-expert-parallel", "--nnodes", "--node-rank", "--master-addr", "--headless")
+
+
+class ProfileError(InventoryError):
+    """A model profile that cannot be used; `problems` names each key."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -18,23 +50,145 @@ class ModelProfile:
     repo: str
     size_gb: float
     min_gpu_memory_gb: float
+    revision: str | None = None  # None: the inventory must pin one (enclave_model_revision)
+    served_model_name: str = ""
+    moe: bool = False
+    readiness_timeout_s: int = 600
+    parallelism: str = "tensor"  # how one node's devices are split by default: data-expert | tensor
+    engine: EngineSettings = EngineSettings()  # every hardware class
+    hardware: Mapping[str, EngineSettings] = field(default_factory=dict)  # per class, added to `engine`
+    source: Path | None = None
 
     @property
     def size_bytes(self) -> int:
         return int(self.size_gb * 1e9)
 
+    @property
+    def hardware_classes(self) -> tuple[str, ...]:
+        return tuple(sorted(self.hardware))
 
-def available(directory: Path = PROFILES_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yml"))
+    def args_for(self, hardware_class: str) -> tuple[str, ...]:
+        return self.engine.args + self.hardware[hardware_class].args
+
+    def env_for(self, hardware_class: str) -> dict[str, str]:
+        return {**self.engine.env, **self.hardware[hardware_class].env}
 
 
-def load_profile(name: str, directory: Path = PROFILES_DIR) -> ModelProfile:
-    path = directory / f"{name}.yml"
-    if not path.is_file():
-        raise UsageError(f"unknown model profile {name!r}; known: {', '.join(available(directory))}")
-    data = yaml.safe_load(path.read_text()) or {}
+def search_dirs(inventory: Path | None) -> list[Path]:
+    """Where profiles are looked up, first match wins: the operator's directory beside the inventory, then ours."""
+    dirs = []
+    if inventory is not None:
+        base = inventory if inventory.is_dir() else inventory.parent
+        dirs.append(base / OPERATOR_SUBDIR)
+    return [*dirs, PROFILES_DIR]
+
+
+def available(directories: Iterable[Path] = (PROFILES_DIR,)) -> list[str]:
+    return sorted({p.stem for d in directories if d.is_dir() for p in d.glob("*.yml")})
+
+
+def load_profile(name: str, directory: Path | Iterable[Path] = PROFILES_DIR) -> ModelProfile:
+    directories = [directory] if isinstance(directory, Path) else list(directory)
+    for where in directories:
+        path = where / f"{name}.yml"
+        if path.is_file():
+            return parse_profile(path)
+    raise UsageError(f"unknown model profile {name!r} (enclave_model); known: {', '.join(available(directories))}"
+                     f" (looked in {', '.join(str(d) for d in directories)})")
+
+
+def parse_profile(path: Path) -> ModelProfile:
     try:
-        return ModelProfile(name=str(data["name"]), repo=str(data["repo"]), size_gb=float(data["size_gb"]),
-                            min_gpu_memory_gb=float(data["min_gpu_memory_gb"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: incomplete model profile ({exc})") from None
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a model profile is a mapping of keys, got {type(data).__name__}")
+    problems: list[str] = []
+    profile = _profile_from(data, path, problems)
+    if problems or profile is None:
+        raise ProfileError(f"{path}: invalid model profile", problems)
+    return profile
+
+
+def _profile_from(data: dict[str, Any], path: Path, problems: list[str]) -> ModelProfile | None:
+    def bad(key: str, why: str) -> None:
+        problems.append(f"key '{key}': {why}")
+
+    for key in sorted(set(map(str, data)) - _KEYS):
+        bad(key, f"unknown (known keys: {', '.join(sorted(_KEYS))})")
+    for key in ("repo", "size_gb", "min_gpu_memory_gb"):
+        if key not in data:
+            bad(key, "required")
+    name = str(data.get("name", path.stem))
+    if name != path.stem:
+        bad("name", f"{name!r} differs from the file name {path.stem!r}")
+    repo = data.get("repo")
+    if "repo" in data and not (isinstance(repo, str) and REPO_RE.fullmatch(repo)):
+        bad("repo", f"must be 'org/name', got {repo!r}")
+    revision = data.get("revision")
+    if revision is not None and not (isinstance(revision, str) and REVISION_RE.fullmatch(revision)):
+        bad("revision", f"must be a 40-hex commit id (or null: the inventory pins it), got {revision!r}")
+    numbers = {}
+    for key in ("size_gb", "min_gpu_memory_gb", "readiness_timeout_s"):
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            bad(key, f"must be a number >= 0, got {value!r}")
+        else:
+            numbers[key] = value
+    if "readiness_timeout_s" in data and isinstance(numbers.get("readiness_timeout_s"), int | float) \
+            and numbers["readiness_timeout_s"] < 1:
+        bad("readiness_timeout_s", "must be at least 1 second")
+    moe = data.get("moe", False)
+    if not isinstance(moe, bool):
+        bad("moe", f"must be true or false, got {moe!r}")
+    style = data.get("parallelism", "tensor")
+    if style not in PARALLELISM_STYLES:
+        bad("parallelism", f"must be one of {', '.join(PARALLELISM_STYLES)}, got {style!r}")
+    served = data.get("served_model_name", name)
+    if not isinstance(served, str) or not served.strip():
+        bad("served_model_name", f"must be a non-empty string, got {served!r}")
+    engine = _engine(data.get("engine") or {}, "engine", bad)
+    hardware: dict[str, EngineSettings] = {}
+    raw_hardware = data.get("hardware")
+    if not isinstance(raw_hardware, dict) or not raw_hardware:
+        bad("hardware", "required: a mapping of hardware class (cpu, h100, h200, b200, ...) to {args, env}")
+    else:
+        for klass, settings in raw_hardware.items():
+            if not (isinstance(klass, str) and _CLASS_RE.fullmatch(klass)):
+                bad(f"hardware.{klass}", "a hardware class is a lower-case name such as cpu, h100, h200, b200")
+                continue
+            hardware[klass] = _engine(settings or {}, f"hardware.{klass}", bad)
+    if problems:
+        return None
+    return ModelProfile(name=name, repo=str(repo), size_gb=float(numbers["size_gb"]),
+                        min_gpu_memory_gb=float(numbers["min_gpu_memory_gb"]), revision=revision,
+                        served_model_name=str(served), moe=bool(moe),
+                        readiness_timeout_s=int(numbers.get("readiness_timeout_s") or 600), parallelism=str(style),
+                        engine=engine, hardware=hardware, source=path)
+
+
+def _engine(raw: Any, key: str, bad: Any) -> EngineSettings:
+    if not isinstance(raw, dict):
+        bad(key, f"must be a mapping with 'args' and/or 'env', got {type(raw).__name__}")
+        return EngineSettings()
+    for extra in sorted(set(map(str, raw)) - _ENGINE_KEYS):
+        bad(f"{key}.{extra}", "unknown (known: args, env)")
+    args = raw.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        bad(f"{key}.args", "must be a list of strings (quote numbers: \"256\")")
+        args = []
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in _RESERVED_FLAGS:
+            bad(f"{key}.args", f"{flag} is set by the planner or the engine role, not by a profile")
+    env = raw.get("env") or {}
+    if not isinstance(env, dict):
+        bad(f"{key}.env", f"must be a mapping of NAME: \"value\", got {type(env).__name__}")
+        env = {}
+    for name, value in env.items():
+        if not (isinstance(name, str) and _ENV_NAME_RE.fullmatch(name)):
+            bad(f"{key}.env.{name}", "an environment variable name is upper case, digits and _")
+        elif not isinstance(value, str):
+            bad(f"{key}.env.{name}", f"values are strings (quote them: \"{value}\")")
+    return EngineSettings(tuple(args), {str(k): str(v) for k, v in env.items()})
