@@ -25,6 +25,7 @@ class HostFacts:
     disk_free_bytes: int | None
     interfaces: list[dict[str, Any]] = field(default_factory=list)
     reboot_required: bool = False
+    pci_devices: tuple[str, ...] = ()  # PCI device ids of the NVIDIA GPUs ("0x2335"): known before any driver
 
     @property
     def gpus(self) -> tuple[Gpu, ...]:
@@ -91,4 +92,5 @@ def host_facts(name: str, raw: dict[str, Any]) -> HostFacts:
         disk_free_bytes=disk.get("free_bytes"),
         interfaces=list(raw.get("interfaces") or []),
         reboot_required=bool(raw.get("reboot_required")),
+        pci_devices=tuple(str(g.get("device", "")).lower() for g in pci.get("gpus") or []),
     )
