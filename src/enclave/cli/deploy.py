@@ -17,12 +17,17 @@ from enclave.cli.common import (
     TagsOpt,
     VerboseOpt,
     console,
+    err,
     parse_extra_vars,
     reports_errors,
     resolve_inventory,
     split_list,
 )
 from enclave.cli.progress import run_with_progress
+from enclave.plan import planfile
+from enclave.plan.decide import required_plan
+from enclave.plan.facts import host_facts
+from enclave.plan.gather import gather
 from enclave.plan.inventory import validate
 from enclave.runner import PlaybookRequest
 
@@ -40,12 +45,26 @@ def deploy(
     flush_cache: Annotated[bool, typer.Option(help="Gather facts afresh instead of using the cache.")] = False,
     vault_password_file: Annotated[Path | None, typer.Option(help="File holding the vault password.")] = None,
 ) -> None:
-    """Deploy enclave onto the hosts of an inventory (rerun it for every change: it converges)."""
+    """Deploy enclave onto the hosts of an inventory (rerun it for every change: it converges).
+
+    Plans first (like `enclave plan`) and writes the plan file the playbooks read; no plan, no change to any host.
+    """
     path = resolve_inventory(inventory)
-    validate(path)
+    inv = validate(path)
+    variables = parse_extra_vars(extra_vars)
+    # Plan first, from every host's facts (not only --limit's): a deploy that cannot plan stops here.
+    with err.status("reading host facts and planning"):
+        raw = gather(path)
+    document = required_plan(inv, {h: host_facts(h, facts) for h, facts in raw.items()})
+    if check:
+        variables.setdefault(planfile.PLAN_VAR, document)  # --check changes nothing, not even the plan file
+    else:
+        written, changed = planfile.write(path, document)
+        if changed:
+            console.print(f"plan written to {written}")
     request = PlaybookRequest(
         playbook="site.yml", inventory=path, check=check, diff=diff, limit=limit, tags=split_list(tags),
-        skip_tags=split_list(skip_tags), extra_vars=parse_extra_vars(extra_vars), verbosity=verbose,
+        skip_tags=split_list(skip_tags), extra_vars=variables, verbosity=verbose,
         flush_cache=flush_cache, vault_password_file=vault_password_file)
     result = run_with_progress(request, console, title="deploy" + (" --check" if check else ""))
     raise typer.Exit(result.exit_code)

@@ -1,4 +1,5 @@
-"""`enclave plan`: read every host's GPUs, drivers, memory, disk and network, and say what deploy would meet."""
+"""`enclave plan`: read every host's GPUs, drivers, memory, disk and network, say what deploy would meet, decide the
+engine's parallelism and write the plan file (group_vars/all/enclave_plan.yml beside the inventory)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from rich.text import Text
 
 from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory
 from enclave.errors import UsageError
+from enclave.plan import planfile
+from enclave.plan.decide import Decision, decide, profile_for
 from enclave.plan.facts import HostFacts, host_facts
 from enclave.plan.gather import gather, load_recorded
 from enclave.plan.inventory import validate
 from enclave.plan.preflight import Finding, HostSettings, preflight
-from enclave.plan.profiles import load_profile
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "skip": "cyan", "info": "dim"}
 
@@ -49,6 +51,22 @@ def findings_table(findings: list[Finding]) -> Table:
     return table
 
 
+def plan_table(decision: Decision) -> Table:
+    parallelism = decision.parallelism
+    assert parallelism is not None
+    table = Table(title=f"plan: {parallelism.reason}", title_justify="left", show_edge=False)
+    for column in ("replica", "hosts (head first)", "devices", "tensor", "pipeline", "data", "expert"):
+        table.add_column(column)
+    node = parallelism.node
+    for r in parallelism.replicas:
+        devices = "CPU" if node.hardware_class == "cpu" else f"{r.devices} x {node.model}"
+        table.add_row(r.name, ", ".join(r.hosts), devices, str(r.tensor_parallel), str(r.pipeline_parallel),
+                      str(r.data_parallel), "yes" if r.expert_parallel else "no")
+    for host in parallelism.idle:
+        table.add_row(Text("(none)", "dim"), host, "-", "-", "-", "-", Text("no engine: left over", "dim"))
+    return table
+
+
 @reports_errors
 def plan(
     inventory: InventoryOpt = None,
@@ -56,11 +74,13 @@ def plan(
     facts_file: Annotated[Path | None, typer.Option(
         "--facts", help="Use facts recorded earlier (JSON/YAML: host -> enclave_host facts) instead of reading "
                         "the hosts.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print facts and findings as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print facts, findings and the plan as JSON.")] = False,
 ) -> None:
-    """Read every host's GPUs, drivers, memory, disk and network; show the preflight decisions.
+    """Read every host's GPUs, drivers, memory, disk and network; show the preflight decisions and the plan.
 
-    Exit 0 when nothing refuses a deploy, 1 when a finding is an error, 2 for bad usage or inventory.
+    The plan (model, pinned revision, replicas and their parallelism) is written to group_vars/all/enclave_plan.yml
+    beside the inventory, where deploy and plain ansible-playbook read it. Exit 0 when nothing refuses a deploy,
+    1 when a finding is an error or no plan fits, 2 for bad usage, inventory or profile.
     """
     path = resolve_inventory(inventory)
     inv = validate(path, reachable=facts_file is None)
@@ -76,19 +96,34 @@ def plan(
     facts = {h: host_facts(h, raw[h]) for h in hosts if h in raw}
     settings = {h: HostSettings.from_vars(inv.hostvars.get(h, {}), tuple(g for g, members in inv.groups.items()
                                                                           if h in members)) for h in facts}
-    model = str(next((inv.hostvars[h].get("enclave_model") for h in facts if inv.hostvars.get(h, {}).get(
-        "enclave_model")), "deepseek-v4-flash"))
-    profile = load_profile(model)
+    profile = profile_for(inv)
+    model = profile.name
     findings = preflight(facts, settings, profile)
-    errors = [f for f in findings if f.severity == "error"]
+    decision = decide(inv, facts, profile)
+    document = decision.document
+    written = None
+    if document is not None and limit is None:
+        written = planfile.write(path, document)
+    errors = [f for f in findings if f.severity == "error"] + decision.refusals
     if as_json:
         console.print_json(json.dumps({"model": model, "hosts": {h: _facts_json(f) for h, f in facts.items()},
-                                       "findings": [asdict(f) for f in findings]}))
+                                       "findings": [asdict(f) for f in findings], "plan": document,
+                                       "refusals": decision.refusals,
+                                       "plan_file": str(written[0]) if written else None}))
     else:
         console.print(facts_table(facts))
         console.print(findings_table(findings))
+        if decision.parallelism is not None:
+            console.print(plan_table(decision))
+        for refusal in decision.refusals:
+            console.print(Text.assemble(("no plan", "bold red"), f": {refusal}"))
+        if written:
+            console.print(f"plan {'written to' if written[1] else 'unchanged in'} {written[0]}")
+        elif document is not None:
+            console.print("plan not written: --limit plans part of the cluster")
+        revision = f" @ {decision.revision[:12]}" if decision.revision else ""
         verdict = (f"[bold red]refused[/]: {len(errors)} error(s)" if errors else "[green]ready[/] to deploy")
-        console.print(f"model {profile.name} ({profile.repo}, {profile.size_gb:g} GB): {verdict}")
+        console.print(f"model {profile.name} ({profile.repo}{revision}, {profile.size_gb:g} GB): {verdict}")
     raise typer.Exit(1 if errors else 0)
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ import yaml
 
 from enclave import paths
 from enclave.ansible_env import ansible_env
-from enclave.errors import InventoryError
+from enclave.errors import InventoryError, UsageError
 from enclave.plan.known_vars import KnownVars, load_known_vars
+from enclave.plan.parallelism import parse_overrides
+from enclave.plan.profiles import REVISION_RE
 from enclave.ssh_probe import probe_ssh
 
 REQUIRED_GROUPS = {"enclave_nodes": "GPU hosts that run the engine", "enclave_gateway": "the client entry point",
@@ -190,6 +193,11 @@ def check_variables(found: list[_Found], known: KnownVars) -> list[str]:
                 if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                     problems.append(f"{entry.file}: '{name}' in {entry.where} must be a {known.types[name]}, "
                                     f"got {type(value).__name__} {value!r}"[:300])
+            if name in _CHECKED and not _templated(value):
+                try:
+                    _CHECKED[name](value, f"{entry.file}: {name} in {entry.where}")
+                except UsageError as exc:
+                    problems.append(str(exc))
             if name == "enclave_private_network" and isinstance(value, str) and value and not _templated(value):
                 try:
                     ipaddress.ip_network(value, strict=False)
@@ -197,6 +205,16 @@ def check_variables(found: list[_Found], known: KnownVars) -> list[str]:
                     problems.append(f"{entry.file}: enclave_private_network in {entry.where} is not a CIDR: "
                                     f"{value!r}")
     return problems
+
+
+def _check_revision(value: Any, where: str) -> None:
+    if value not in (None, "") and not (isinstance(value, str) and REVISION_RE.fullmatch(value)):
+        raise UsageError(f"{where} must be a 40-hex commit id (lower case), got {value!r}")
+
+
+# Values whose meaning the planner defines: checked here too, so a typo fails before any host is touched.
+_CHECKED: dict[str, Callable[[Any, str], Any]] = {"enclave_parallelism": parse_overrides,
+                                                  "enclave_model_revision": _check_revision}
 
 
 def _templated(value: Any) -> bool:
