@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from enclave import paths
+from enclave.engine import sandbox as engine_sandbox
 from enclave.errors import SandboxError, UsageError
 from enclave.pids import signal_pids
-from enclave.sandbox import inventory, network, services, system
+from enclave.sandbox import hub, inventory, network, services, system
 from enclave.sandbox.image import BaseImage, file_lock, host_debian_mirror
 from enclave.sandbox.node import Node
 from enclave.sandbox.pkgrepo import PackageRepo, role_packages
@@ -123,6 +124,9 @@ class Sandbox:
             image = BaseImage(self.cache, host_debian_mirror())
             image_root = image.ensure(report)
             repo = PackageRepo(self.cache, image, tuple(role_packages(paths.roles_dir()))).ensure(report)
+            weights_source = hub.ensure(self.cache, report)
+            engine_wheels = engine_sandbox.ensure_served_wheelhouse(self.cache.parent, weights_source.wheels,
+                                                                   report)
             if state.get("image") not in (None, image.key):
                 report("the base image changed since the nodes were made: recreating their disks")
                 self._stop_nodes(state, report)
@@ -136,7 +140,7 @@ class Sandbox:
 
             network.check_subnet_free(spec.network, spec.bridge)
             network.ensure_bridge(spec.bridge, spec.controller_address, spec.network)
-            self._ensure_services(state, spec, repo, report)
+            self._ensure_services(state, spec, repo, weights_source, report)
             self._remove_extra_nodes(state, spec, report)
             public_key = self._ensure_admin_key()
             hosts_lines = [f"{h.address} {h.name}" for h in spec.hosts]
@@ -160,7 +164,9 @@ class Sandbox:
                 node.wait_ssh(pid)
             if started:
                 report(f"{len(started)} node(s) booted and answering SSH")
-            self._write_inventory(spec)
+            self._write_inventory(spec, weights_source)
+            engine_sandbox.write_engine_vars(self.inventory_path.parent,
+                                             f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/")
             return self._status(state, spec)
 
     def _resolve_spec(self, state: dict[str, Any], nodes: int | None,
@@ -175,10 +181,15 @@ class Sandbox:
                            subnet=subnet or old_subnet)
         return spec
 
-    def _ensure_services(self, state: dict[str, Any], spec: SandboxSpec, repo: Path, report: Report) -> None:
+    def _ensure_services(self, state: dict[str, Any], spec: SandboxSpec, repo: Path, weights: hub.HubContent,
+                         report: Report) -> None:
         logs = self.home / "logs"
-        for daemon in (services.package_server(repo, spec.controller_address, logs),
-                       services.ntp_server(self.home, spec.controller_address, spec.network, logs)):
+        address = spec.controller_address
+        ports = {"packages": services.PACKAGE_PORT, "hub": hub.HUB_PORT, "wheels": hub.WHEELS_PORT}
+        for daemon in (services.package_server(repo, address, logs),
+                       services.ntp_server(self.home, address, spec.network, logs),
+                       hub.hub_server(weights, address, logs),
+                       hub.wheels_server(weights, address, logs)):
             record = state["services"].get(daemon.name) or {}
             if record.get("marker") == daemon.marker and daemon.alive(record.get("pid")):
                 continue
@@ -189,8 +200,8 @@ class Sandbox:
             self._save(state)
             report(f"started the {daemon.name} service for the nodes (pid {pid})")
             services.require_started(daemon, pid)
-            if daemon.name == "packages":
-                services.require_listening(daemon, pid, str(spec.controller_address), services.PACKAGE_PORT)
+            if daemon.name in ports:
+                services.require_listening(daemon, pid, str(address), ports[daemon.name])
 
     def _remove_extra_nodes(self, state: dict[str, Any], spec: SandboxSpec, report: Report) -> None:
         wanted = {h.name for h in spec.hosts}
@@ -212,13 +223,14 @@ class Sandbox:
                         "-f", self.private_key])
         return self.private_key.with_suffix(".pub").read_text()
 
-    def _write_inventory(self, spec: SandboxSpec) -> None:
+    def _write_inventory(self, spec: SandboxSpec, weights: hub.HubContent) -> None:
         lines = [Node(self.name, h, self.home / "nodes" / h.name).known_hosts_line() for h in spec.hosts]
         self.known_hosts.write_text("".join(f"{line}\n" for line in lines))
         self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
         public_key = (self.cache / "repo-key" / "public.asc").read_text()
         self.inventory_path.write_text(inventory.render(
-            spec, private_key=self.private_key, known_hosts=self.known_hosts, repo_public_key=public_key))
+            spec, private_key=self.private_key, known_hosts=self.known_hosts, repo_public_key=public_key,
+            model_revision=weights.revision))
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> SandboxStatus:

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from enclave.sandbox.hub import HUB_PORT, WHEELS_PORT
 from enclave.sandbox.services import PACKAGE_PORT
 from enclave.sandbox.spec import SandboxSpec
 
@@ -23,7 +24,8 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _LiteralDumper.add_representer(str, _str)
 
 
-def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str) -> str:
+def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str,
+           model_revision: str) -> str:
     controller = str(spec.controller_address)
     groups: dict[str, dict[str, Any]] = {}
     for host in spec.hosts:
@@ -49,6 +51,11 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                     "key": repo_public_key,
                 }],
                 "base_ntp_servers": [controller],
+                # The tiny model as the controller's hub mirror published it, fetched by the staging host with
+                # the real huggingface_hub client from the controller's wheelhouse.
+                "enclave_model_revision": model_revision,
+                "weights_source": {"type": "hf", "endpoint": f"http://{controller}:{HUB_PORT}"},
+                "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
             },
             "children": groups,
         }

@@ -26,7 +26,8 @@ _REPO_FORMAT = 1
 
 # The roles' package lists that sandbox hosts install (GPU-only lists such as nvidia's are left out: the
 # sandbox has no GPU). A role that installs packages on every host adds its list's name here.
-SANDBOX_PACKAGE_LISTS = ("base_packages",)
+SANDBOX_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_packages", "firewall_packages",
+                         "gateway_packages")
 
 
 def role_packages(roles_dir: Path) -> list[str]:

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The on-host weights tool: manifests, verification, signatures, activation, space and partial-download checks.
 
 This one file is copied onto GPU and staging hosts that have python3 but not the enclave package, and runs there as
@@ -48,6 +49,7 @@ STAMPS_NAME = ".enclave-stamps.json"
 ACTIVATIONS_NAME = ".enclave-activations.json"
 CURRENT_LINK = "current"
 TMP_PREFIX = ".enclave-tmp-"  # our own half-written files; never part of the model
+HUB_CLIENT_DIR = ".cache"  # huggingface_hub's bookkeeping in a local_dir download (.cache/huggingface/...)
 SIGN_NAMESPACE = "enclave-weights"
 MANIFEST_VERSION = "1"
 LICENSE_NAMES = ("LICENSE", "LICENSE.md", "LICENSE.txt")
@@ -185,7 +187,7 @@ class Tree:
 
 def is_own_file(rel: str) -> bool:
     """Files this tool keeps next to the model: they are never hashed into, or checked against, the manifest."""
-    return rel in (MANIFEST_NAME, SIGNATURE_NAME, STAMPS_NAME) or rel.startswith(TMP_PREFIX)
+    return rel in (MANIFEST_NAME, SIGNATURE_NAME, STAMPS_NAME, HUB_CLIENT_DIR) or rel.startswith(TMP_PREFIX)
 
 
 def walk_tree(root: Path) -> Tree:
@@ -726,6 +728,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     stamps_saved: bool = True
     stamp_error: str | None = None
+    bytes_to_fetch: int = 0  # what is missing from the listed files: the free space a repair needs at most
 
     @property
     def ok(self) -> bool:
@@ -773,6 +776,12 @@ def verify_tree(directory: Path, *, deep: bool = False, jobs: int | None = None,
     for entry in to_hash:
         _judge_hashed(directory, entry, tree.files[entry.path], results[entry.path], report, stamps)
     report.problems.sort(key=lambda p: (p.path, p.kind))
+    sizes = {e.path: e.size for e in manifest.entries}
+    for problem in report.problems:
+        if problem.path in sizes:
+            st = tree.files.get(problem.path)
+            present = st.st_size if st is not None and problem.kind != "sha256" else 0
+            report.bytes_to_fetch += max(sizes[problem.path] - present, 0)
     try:
         save_stamps(directory, stamps)
     except OSError as e:

@@ -1,0 +1,1 @@
+../../../../src/enclave/weights/hubfetch.py
