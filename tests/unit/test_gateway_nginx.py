@@ -1,0 +1,340 @@
+"""The gateway role's nginx configuration, rendered by Ansible and served by a real nginx on this machine in
+front of two stand-in engines (plain HTTP servers on loopback addresses): keys, allow-list, TLS from the role's
+own internal-CA tasks, streaming, failover and drain, and a log that never holds a key."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.role_render import render
+
+CLIENT_KEYS = {"team-a": "ta-" + "A" * 30, "batch": "bt-" + "b" * 30}
+ENGINE_KEY = "engine-" + "e" * 30
+NODES = {"node1": "127.0.0.11", "node2": "127.0.0.12"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Engine:
+    """A stand-in engine: records what the gateway sent; streams until told to finish."""
+
+    name: str
+    address: str
+    port: int
+    seen: list[dict[str, str]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    server: ThreadingHTTPServer | None = None
+    connections: list[socket.socket] = field(default_factory=list)
+
+    def start(self) -> None:
+        engine = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def setup(self) -> None:
+                super().setup()
+                engine.connections.append(self.connection)
+
+            def do_GET(self) -> None:
+                engine.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                self._json(200, {"served_by": engine.name})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                engine.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                if not body.get("stream"):
+                    self._json(200, {"served_by": engine.name})
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for part in ("first", "WAIT", "last", "[DONE]"):
+                    if part == "WAIT":
+                        engine.release.wait(30)
+                        continue
+                    data = f"data: {json.dumps({'served_by': engine.name, 'part': part})}\n\n".encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+        self.server = ThreadingHTTPServer((self.address, self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Like a dead process: the listener and every open connection (the gateway's kept-alive ones) close."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.connections.clear()
+
+
+@dataclass
+class Gateway:
+    prefix: Path
+    port: int
+    ca: Path
+    engines: dict[str, Engine]
+    files: dict[str, str]
+
+    def connection(self, *, verify: bool = True) -> http.client.HTTPSConnection:
+        context = ssl.create_default_context(cafile=str(self.ca)) if verify else ssl._create_unverified_context()  # noqa: S323
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=30)
+        conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", self.port), timeout=30),
+                                        server_hostname="gw")
+        return conn
+
+    def request(self, method: str, path: str, key: str | None = None, body: dict[str, Any] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = self.connection()
+        sent = {**(headers or {}), **({"Authorization": f"Bearer {key}"} if key else {})}
+        data = json.dumps(body).encode() if body is not None else None
+        if data is not None:
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        payload = response.read()
+        conn.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
+
+    def nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"), *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def write_upstream(self, text: str) -> None:
+        (self.prefix / "enclave" / "upstream.conf").write_text(text)
+
+    def access_log(self) -> str:
+        path = self.prefix / "logs" / "enclave-access.log"
+        return path.read_text() if path.exists() else ""
+
+
+def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str],
+             make_ca: bool = False) -> dict[str, dict[str, str]]:
+    prefix = tmp / "nginx"
+    groups = {"enclave_nodes": {n: {"ansible_host": a} for n, a in NODES.items()},
+              "enclave_gateway": {"gw": {"ansible_host": "127.0.0.10"}}}
+    extra = {
+        "enclave_private_network": "127.0.0.0/8", "gateway_api_keys": CLIENT_KEYS,
+        "gateway_engine_api_key": ENGINE_KEY, "gateway_engine_port": engine_port,
+        "gateway_https_port": https_port, "gateway_drained_hosts": drained, "gateway_ca_dir": str(tmp / "pki"),
+        "gateway_nginx_dir": str(prefix), "gateway_conf_dir": str(prefix / "enclave"),
+        "gateway_log_dir": str(prefix / "logs"), "gateway_pid_file": str(prefix / "nginx.pid"),
+        "gateway_shutdown_timeout": "60s",
+    }
+    return render(tmp / "render", roles=["gateway"], groups=groups, hosts="enclave_gateway",
+                  task_files=("gateway/tasks/internal_ca.yml",) if make_ca else (), extra=extra, templates={
+                      "nginx.conf": "gateway/nginx.conf.j2", "api-keys.map": "gateway/api-keys.map.j2",
+                      "engine-auth.conf": "gateway/engine-auth.conf.j2", "upstream.conf": "gateway/upstream.conf.j2",
+                      "drained": "gateway/drained.j2"})
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    if shutil.which("nginx") is None:
+        pytest.fail("nginx is missing: install the Debian package nginx (make host-packages)")
+    tmp = tmp_path_factory.mktemp("gateway")
+    engine_port, https_port = free_port(), free_port()
+    files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
+    prefix = tmp / "nginx"
+    (prefix / "enclave" / "tls").mkdir(parents=True)
+    (prefix / "logs").mkdir()
+    (prefix / "nginx.conf").write_text(files["nginx.conf"])
+    for name in ("api-keys.map", "engine-auth.conf", "upstream.conf"):
+        (prefix / "enclave" / name).write_text(files[name])
+    shutil.copy(tmp / "pki" / "gw.crt", prefix / "enclave" / "tls" / "server.crt")
+    shutil.copy(tmp / "pki" / "gw.key", prefix / "enclave" / "tls" / "server.key")
+    engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
+    for engine in engines.values():
+        engine.start()
+    gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
+    checked = gw.nginx("-t")
+    assert checked.returncode == 0, checked.stderr
+    started = gw.nginx()
+    assert started.returncode == 0, started.stderr
+    pid = int((prefix / "nginx.pid").read_text())
+    yield gw
+    os.kill(pid, signal.SIGQUIT)
+    for engine in engines.values():
+        engine.release.set()
+        engine.stop()
+
+
+def test_kit_ca_files_are_private_and_verify(gateway: Gateway) -> None:
+    pki = gateway.ca.parent
+    assert (pki / "ca.key").stat().st_mode & 0o077 == 0, "the CA key is readable by others"
+    assert (pki / "gw.key").stat().st_mode & 0o077 == 0, "the server key is readable by others"
+    text = subprocess.run(["openssl", "x509", "-in", str(pki / "gw.crt"), "-noout", "-ext", "subjectAltName"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "DNS:gw" in text and "IP Address:127.0.0.10" in text
+
+
+def test_tls_is_verified_with_the_kits_ca(gateway: Gateway) -> None:
+    conn = gateway.connection()
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200
+    with pytest.raises(ssl.SSLCertVerificationError):
+        context = ssl.create_default_context()  # the system's CAs do not know the kit's
+        context.wrap_socket(socket.create_connection(("127.0.0.1", gateway.port), timeout=10), server_hostname="gw")
+
+
+@pytest.mark.parametrize("key", [None, "wrong-" + "x" * 30, ENGINE_KEY])
+def test_missing_wrong_or_engine_key_is_401(gateway: Gateway, key: str | None) -> None:
+    status, headers, body = gateway.request("POST", "/v1/completions", key, {"prompt": "hi"})
+    assert status == 401
+    assert headers.get("www-authenticate", "").startswith("Bearer")
+    assert json.loads(body)["error"]["code"] == 401
+
+
+def test_valid_key_reaches_an_engine_with_the_engines_key(gateway: Gateway) -> None:
+    for engine in gateway.engines.values():
+        engine.seen.clear()
+    status, headers, body = gateway.request("POST", "/v1/chat/completions", CLIENT_KEYS["team-a"],
+                                            {"messages": []}, headers={"X-Request-Id": "trace-123"})
+    assert status == 200, body
+    assert headers["x-request-id"] == "trace-123"
+    seen = [s for e in gateway.engines.values() for s in e.seen]
+    assert len(seen) == 1
+    assert seen[0]["authorization"] == f"Bearer {ENGINE_KEY}", "the engine must get its own key, not the client's"
+    assert seen[0]["x-request-id"] == "trace-123"
+    status, headers, _ = gateway.request("GET", "/v1/models", CLIENT_KEYS["batch"])
+    assert status == 200 and len(headers["x-request-id"]) >= 16, "the gateway makes a request id when none is sent"
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/invocations", "/pooling", "/v1/score", "/v1/rerank", "/pause",
+                                  "/v1/completions/extra", "/version", "/load"])
+def test_paths_off_the_allow_list_are_404_even_with_a_key(gateway: Gateway, path: str) -> None:
+    before = sum(len(e.seen) for e in gateway.engines.values())
+    status, _, _ = gateway.request("POST", path, CLIENT_KEYS["team-a"], {})
+    assert status == 404
+    assert sum(len(e.seen) for e in gateway.engines.values()) == before, f"{path} reached an engine"
+
+
+def test_health_needs_no_key(gateway: Gateway) -> None:
+    status, _, body = gateway.request("GET", "/health")
+    assert status == 200 and "served_by" in json.loads(body)
+
+
+def test_body_size_limit(gateway: Gateway) -> None:
+    status, _, _ = gateway.request("POST", "/v1/completions", CLIENT_KEYS["team-a"], {"prompt": "x" * (17 << 20)})
+    assert status == 413
+
+
+def test_the_log_names_clients_and_never_holds_a_key(gateway: Gateway) -> None:
+    gateway.request("POST", "/v1/completions?api_key=query-secret", CLIENT_KEYS["team-a"], {"prompt": "body-secret"})
+    deadline = time.monotonic() + 5
+    while "team-a" not in gateway.access_log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = gateway.access_log()
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert any(line["client"] == "team-a" and line["path"] == "/v1/completions" for line in lines)
+    for secret in [*CLIENT_KEYS.values(), ENGINE_KEY, "wrong-", "Bearer", "query-secret", "body-secret"]:
+        assert secret not in log, f"{secret[:8]}... reached the access log"
+
+
+def stream(gateway: Gateway, key: str) -> tuple[http.client.HTTPResponse, http.client.HTTPSConnection]:
+    conn = gateway.connection()
+    conn.request("POST", "/v1/chat/completions", body=json.dumps({"stream": True}).encode(),
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    return conn.getresponse(), conn
+
+
+def events(response: http.client.HTTPResponse, count: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        line = response.fp.readline()
+        assert line, "the stream ended early"
+        if line.startswith(b"data: ") and b"[DONE]" not in line:
+            got.append(json.loads(line[6:]))
+    return got
+
+
+def test_streams_arrive_unbuffered(gateway: Gateway) -> None:
+    for engine in gateway.engines.values():
+        engine.release.clear()
+    response, conn = stream(gateway, CLIENT_KEYS["team-a"])
+    assert response.status == 200
+    # The engine holds the rest of the stream: the first event can only arrive if nginx does not buffer.
+    [first] = events(response, 1)
+    assert first["part"] == "first"
+    for engine in gateway.engines.values():
+        engine.release.set()
+    assert events(response, 1)[0]["part"] == "last"
+    conn.close()
+
+
+def test_drain_keeps_the_stream_in_flight_and_moves_new_requests(gateway: Gateway, tmp_path: Path) -> None:
+    for engine in gateway.engines.values():
+        engine.release.clear()
+    response, conn = stream(gateway, CLIENT_KEYS["team-a"])
+    [first] = events(response, 1)
+    busy = first["served_by"]
+    other = next(n for n in NODES if n != busy)
+    drained = rendered(tmp_path, engine_port=gateway.engines[busy].port, https_port=gateway.port, drained=[busy])
+    gateway.write_upstream(drained["gw"]["upstream.conf"])
+    assert f"# {busy} (drained)" in drained["gw"]["upstream.conf"] and busy in drained["gw"]["drained"]
+    reloaded = gateway.nginx("-s", "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    time.sleep(1)  # the new workers take over
+    served = {json.loads(gateway.request("POST", "/v1/completions", CLIENT_KEYS["batch"], {})[2])["served_by"]
+              for _ in range(6)}
+    assert served == {other}, f"new requests went to {served} while {busy} was drained"
+    gateway.engines[busy].release.set()
+    assert events(response, 1)[0] == {"served_by": busy, "part": "last"}, "the stream in flight was cut"
+    conn.close()
+    gateway.write_upstream(rendered(tmp_path / "undrain", engine_port=gateway.engines[busy].port,
+                                    https_port=gateway.port, drained=[])["gw"]["upstream.conf"])
+    assert gateway.nginx("-s", "reload").returncode == 0
+    time.sleep(1)
+    served = {json.loads(gateway.request("POST", "/v1/completions", CLIENT_KEYS["batch"], {})[2])["served_by"]
+              for _ in range(8)}
+    assert served == set(NODES), f"after undrain only {served} served"
+
+
+def test_a_stopped_engine_is_skipped(gateway: Gateway) -> None:
+    gateway.engines["node1"].stop()
+    try:
+        statuses = [gateway.request("POST", "/v1/completions", CLIENT_KEYS["team-a"], {}) for _ in range(8)]
+        assert [s for s, _, _ in statuses] == [200] * 8
+        assert {json.loads(b)["served_by"] for _, _, b in statuses} == {"node2"}
+    finally:
+        gateway.engines["node1"].start()
