@@ -25,7 +25,8 @@ import pytest
 
 from tests.unit.role_render import render
 
-CLIENT_KEYS = {"team-a": "ta-" + "A" * 30, "batch": "bt-" + "b" * 30}
+# The longest key the role accepts (200 characters) must fit nginx's map hash too.
+CLIENT_KEYS = {"team-a": "ta-" + "A" * 197, "batch": "bt-" + "b" * 40}
 ENGINE_KEY = "engine-" + "e" * 30
 NODES = {"node1": "127.0.0.11", "node2": "127.0.0.12"}
 

@@ -15,6 +15,7 @@ from typing import Any
 from enclave import paths
 from enclave.engine import sandbox as engine_sandbox
 from enclave.errors import SandboxError, UsageError
+from enclave.gateway import sandbox as gateway_sandbox
 from enclave.pids import signal_pids
 from enclave.sandbox import hub, inventory, network, services, system
 from enclave.sandbox.image import BaseImage, file_lock, host_debian_mirror
@@ -167,6 +168,7 @@ class Sandbox:
             self._write_inventory(spec, weights_source)
             engine_sandbox.write_engine_vars(self.inventory_path.parent,
                                              f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/")
+            gateway_sandbox.write_gateway_vars(self.inventory_path.parent)
             return self._status(state, spec)
 
     def _resolve_spec(self, state: dict[str, Any], nodes: int | None,

@@ -77,6 +77,8 @@ class Node:
             "--register=no", "--keep-unit",
             "--console=passive", "--link-journal=no", "--settings=no",
             f"--network-namespace-path={network.NETNS_DIR / self.netns}",
+            # The node's own namespace is its network: the firewall role loads nftables there, as on a real host.
+            "--capability=CAP_NET_ADMIN",
         ]
         log = (self.home / "console.log").open("ab")
         with log:

@@ -1,0 +1,1 @@
+"""The gateway's controller-side helpers (the sandbox's client keys)."""
