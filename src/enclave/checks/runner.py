@@ -17,13 +17,16 @@ HOSTS_ENV = "ENCLAVE_VERIFY_HOSTS"
 
 
 def run_checks(inventory: Path, *, hosts: list[str] | None = None, deep: bool = False,
-               junit: Path | None = None, timeout: float = 3600) -> tuple[list[CheckResult], str]:
+               junit: Path | None = None, timeout: float = 3600,
+               modules: tuple[str, ...] = ()) -> tuple[list[CheckResult], str]:
     """The results and pytest's own output. `hosts` limits the run (testinfra's --hosts would override the
-    modules' own host groups, so the limit is applied at collection instead)."""
+    modules' own host groups, so the limit is applied at collection instead). `modules` runs only those check
+    files (e.g. "test_weights.py"); empty runs them all."""
     with tempfile.TemporaryDirectory(prefix="enclave-verify-") as tmp:
         report = junit or Path(tmp) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                f"--ansible-inventory={inventory}", f"--junitxml={report}", str(CHECKS_DIR)]
+                f"--ansible-inventory={inventory}", f"--junitxml={report}",
+                *([str(CHECKS_DIR / m) for m in modules] or [str(CHECKS_DIR)])]
         if deep:
             argv.append("--deep")
         env = {**os.environ, **ansible_env(), "PYTHONDONTWRITEBYTECODE": "1"}

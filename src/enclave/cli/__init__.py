@@ -12,6 +12,7 @@ from enclave.cli import logs as logs_cmd
 from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
 from enclave.cli import verify as verify_cmd
+from enclave.cli import weights as weights_cmd
 from enclave.cli.common import debug_mode
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command("deploy")(deploy_cmd.deploy)
 app.command("verify")(verify_cmd.verify)
 app.command("logs")(logs_cmd.logs)
 app.add_typer(sandbox_cmd.app, name="sandbox")
+app.add_typer(weights_cmd.app, name="weights")
 
 
 def main() -> None:

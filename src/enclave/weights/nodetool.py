@@ -13,6 +13,7 @@ This one file is copied onto GPU and staging hosts that have python3 but not the
     enclave-weights activate MODELDIR REVISION --keep K [--allowed-signers FILE --identity ID]
     enclave-weights space-check PATH --need-bytes N [--margin 0.1]
     enclave-weights partials DIR
+    enclave-weights status MODELDIR
 
 Every verb takes `--json`. Exit codes: 0 ok, 1 a check failed, 2 bad usage or input. Errors are one line.
 
@@ -1083,6 +1084,45 @@ class Outcome:
     lines: list[str]
 
 
+LAST_TRANSFER_NAME = ".enclave-last-transfer.json"  # written by the weights role after bytes moved
+
+
+def model_status(model_dir: Path) -> dict[str, Any]:
+    """What a model directory holds: `current`, the activation order, each revision's manifest summary, and what the
+    last transfer moved. Reads only; a damaged manifest is reported on its revision, not raised."""
+    if not model_dir.is_dir():
+        return {"model_dir": str(model_dir), "exists": False, "current": None, "activations": [], "revisions": [],
+                "last_transfer": None}
+    current = read_current(model_dir)
+    order = load_activations(model_dir)
+    revisions = []
+    for entry in sorted(model_dir.iterdir()):
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+            continue
+        info: dict[str, Any] = {"revision": entry.name, "current": entry.name == current,
+                                "activated": entry.name in order, "signed": (entry / SIGNATURE_NAME).is_file()}
+        try:
+            info.update(read_manifest(entry).summary())
+        except NodeToolError as e:
+            info["manifest_error"] = str(e)
+        revisions.append(info)
+    last = model_dir / LAST_TRANSFER_NAME
+    try:
+        last_transfer = json.loads(last.read_text(encoding="utf-8")) if last.is_file() else None
+    except (OSError, ValueError) as e:
+        last_transfer = {"error": f"cannot read {last}: {e}"}
+    return {"model_dir": str(model_dir), "exists": True, "current": current, "activations": order,
+            "revisions": revisions, "last_transfer": last_transfer}
+
+
+def cmd_status(args: argparse.Namespace) -> Outcome:
+    data = model_status(Path(args.model_dir))
+    lines = [f"current: {data['current'] or 'none'}"]
+    lines += [f"{'*' if r['current'] else ' '} {r['revision']}  {r.get('files', '?')} files  "
+              f"{human(r['bytes']) if 'bytes' in r else r.get('manifest_error', '')}" for r in data["revisions"]]
+    return Outcome(0, data, lines)
+
+
 def cmd_manifest_build(args: argparse.Namespace) -> Outcome:
     result = build_manifest(Path(args.dir), repo=args.repo, revision=args.revision, source=args.source,
                             expect_json=Path(args.expect_json) if args.expect_json else None,
@@ -1231,6 +1271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--need-bytes", type=int, required=True)
     p.add_argument("--margin", type=float, default=0.1, help="extra fraction required (default: 0.1)")
+
+    p = verb(verbs, "status", cmd_status, "show MODELDIR's current revision, kept revisions and the last transfer")
+    p.add_argument("model_dir", metavar="MODELDIR")
 
     p = verb(verbs, "partials", cmd_partials, "list partial downloads under DIR")
     p.add_argument("dir")

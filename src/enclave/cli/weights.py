@@ -1,0 +1,175 @@
+"""`enclave weights fetch|sync|verify|status|info`: the weights phase on its own, and what is on the hosts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from enclave.checks.results import summary
+from enclave.checks.runner import run_checks
+from enclave.cli.common import (
+    ExtraVarsOpt,
+    InventoryOpt,
+    LimitOpt,
+    console,
+    err,
+    parse_extra_vars,
+    reports_errors,
+    resolve_inventory,
+)
+from enclave.cli.progress import run_with_progress
+from enclave.cli.verify import results_table
+from enclave.errors import RunError, UsageError
+from enclave.plan import planfile
+from enclave.plan.inventory import Inventory, validate
+from enclave.runner import PlaybookRequest, run_playbook
+from enclave.runner.events import RunProgress
+
+app = typer.Typer(help="Model weights: fetch once, spread over the private network, verify, report.",
+                  no_args_is_help=True)
+
+RevisionOpt = Annotated[str | None, typer.Option(
+    "--revision", help="Stage this revision instead of the plan's (e.g. ahead of `enclave update`).")]
+STATUS_TASK = "Report the weights of this host"
+_REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str] | None) -> tuple[Path, dict[str, Any]]:
+    path = resolve_inventory(inventory)
+    validate(path)
+    if planfile.read(path) is None:
+        raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
+                         "names the repository and revision to fetch")
+    variables = parse_extra_vars(extra_vars)
+    if revision is not None:
+        if not _REVISION_RE.fullmatch(revision):
+            raise UsageError(f"--revision {revision!r}: not a revision name (a 40-hex commit for the hub)")
+        variables["weights_revision"] = revision
+    return path, variables
+
+
+@app.command()
+@reports_errors
+def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_vars: ExtraVarsOpt = None) -> None:
+    """Fetch the revision once to the staging host, check it against the source, write and sign its manifest."""
+    path, variables = _prepare(inventory, revision, extra_vars)
+    request = PlaybookRequest(playbook="weights.yml", inventory=path, tags=("weights-stage",), extra_vars=variables)
+    raise typer.Exit(run_with_progress(request, console, title="weights fetch").exit_code)
+
+
+@app.command()
+@reports_errors
+def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: LimitOpt = None,
+         extra_vars: ExtraVarsOpt = None) -> None:
+    """Fetch (if needed), spread to every node, verify, and activate: the weights phase of `enclave deploy`."""
+    path, variables = _prepare(inventory, revision, extra_vars)
+    request = PlaybookRequest(playbook="weights.yml", inventory=path, limit=limit, extra_vars=variables)
+    raise typer.Exit(run_with_progress(request, console, title="weights sync").exit_code)
+
+
+@app.command()
+@reports_errors
+def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
+           deep: Annotated[bool, typer.Option(help="Rehash every file instead of trusting stamps.")] = False) -> None:
+    """Check `current` on every node against its signed manifest (the weights checks of `enclave verify`)."""
+    path = resolve_inventory(inventory)
+    inv = validate(path)
+    hosts = _limit_hosts(inv, limit)
+    with err.status("verifying the weights on the nodes"):
+        results, _ = run_checks(path, hosts=hosts, deep=deep, modules=("test_weights.py",))
+    counts = summary(results)
+    console.print(results_table(results))
+    console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
+                  f"{counts['skipped']} skipped", highlight=False)
+    raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
+
+
+def _limit_hosts(inv: Inventory, limit: str | None) -> list[str] | None:
+    if not limit:
+        return None
+    names = [n.strip() for n in limit.split(",") if n.strip()]
+    hosts = sorted({h for n in names for h in (inv.hosts(n) if n in inv.groups else [n])})
+    unknown = sorted(set(hosts) - set(inv.hosts()))
+    if unknown:
+        raise UsageError(f"--limit {limit}: no such host or group: {', '.join(unknown)}")
+    return hosts
+
+
+def collect_status(path: Path, limit: str | None = None) -> dict[str, dict[str, Any]]:
+    """Each host's `nodetool status` of the planned model, read through a playbook that changes nothing."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_ok" and data.get("task") == STATUS_TASK:
+            stdout = (data.get("res") or {}).get("stdout") or "{}"
+            try:
+                found[data["host"]] = json.loads(stdout)
+            except ValueError:
+                found[data["host"]] = {"error": f"unreadable status: {stdout[:200]}"}
+
+    result = run_playbook(PlaybookRequest(playbook="weights-status.yml", inventory=path, limit=limit),
+                          on_event=on_event)
+    if result.exit_code != 0:
+        failures = "; ".join(f"{f.host}: {f.message}" for f in result.progress.failures) or result.status
+        raise RunError(f"could not read the weights state: {failures} (run dir {result.run_dir})")
+    return found
+
+
+@app.command()
+@reports_errors
+def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print each host's state as JSON.")] = False) -> None:
+    """Per host: the current revision, the kept ones, and what the last transfer moved."""
+    path = resolve_inventory(inventory)
+    validate(path)
+    with err.status("reading the weights state"):
+        states = collect_status(path, limit)
+    if as_json:
+        console.print_json(json.dumps(states))
+        return
+    table = Table(show_edge=False)
+    for column in ("host", "current", "other revisions on disk", "last transfer"):
+        table.add_column(column, overflow="fold")
+    for host, state in sorted(states.items()):
+        kept = ", ".join(r["revision"][:12] for r in state.get("revisions", []) if not r.get("current")) or "-"
+        last = state.get("last_transfer") or {}
+        moved = (f"{last.get('bytes_moved', 0)} bytes for {str(last.get('revision', '?'))[:12]} "
+                 f"({last.get('missing_files', 0)} missing, {last.get('damaged_files', 0)} damaged files)"
+                 if last else "-")
+        table.add_row(host, (state.get("current") or "none")[:40], kept, moved)
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False) -> None:
+    """The staged revision as its manifest records it: repo, revision, size, files, license."""
+    path = resolve_inventory(inventory)
+    inv = validate(path)
+    plan = planfile.read(path)
+    wanted = revision or (plan or {}).get("revision")
+    staging = inv.hosts("enclave_staging")
+    if not staging:
+        raise UsageError(f"{path}: no host in enclave_staging")
+    with err.status("reading the staged manifest"):
+        states = collect_status(path, limit=staging[0])
+    revisions = (states.get(staging[0]) or {}).get("revisions", [])
+    match = next((r for r in revisions if r["revision"] == wanted), None) if wanted else None
+    if match is None:
+        have = ", ".join(r["revision"] for r in revisions) or "none"
+        raise UsageError(f"{staging[0]} has not staged revision {wanted or '(no plan)'} (staged: {have}); "
+                         "run `enclave weights fetch`")
+    if as_json:
+        console.print_json(json.dumps(match))
+        return
+    for key in ("repo", "revision", "source", "fetched_at", "files", "bytes", "license_sha256",
+                "license_first_line", "signed"):
+        console.print(f"{key.replace('_', ' ') + ':':<20}{match.get(key, match.get('manifest_error', '?'))}",
+                      highlight=False, soft_wrap=True)
