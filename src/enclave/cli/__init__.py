@@ -8,6 +8,7 @@ import typer
 
 from enclave import __version__
 from enclave.cli import deploy as deploy_cmd
+from enclave.cli import drain as drain_cmd
 from enclave.cli import logs as logs_cmd
 from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
@@ -45,6 +46,8 @@ app.command("plan")(plan_cmd.plan)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("verify")(verify_cmd.verify)
 app.command("logs")(logs_cmd.logs)
+app.command("drain")(drain_cmd.drain)
+app.command("undrain")(drain_cmd.undrain)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 
