@@ -45,6 +45,14 @@ def leftovers(box: Sandbox) -> list[str]:
     return found
 
 
+def default_routes(box: Sandbox) -> dict[str, str]:
+    """Each host's default route; the sink (SandboxSpec.sink_address) makes egress attempts reach nftables."""
+    spec = box.recorded_spec()
+    assert spec is not None
+    return {h.name: system.run(["ip", "-n", h.netns(NAME), "-4", "route", "show", "default"]).stdout.strip()
+            for h in spec.hosts}
+
+
 @pytest.fixture
 def box() -> Sandbox:
     sandbox = Sandbox(NAME, state_root=STATE)
@@ -57,6 +65,8 @@ def test_up_is_idempotent_recovers_from_killed_processes_and_down_leaves_nothing
     assert status.healthy
     assert [h.name for h in status.hosts] == ["gateway", "node1"]
     first = recorded_pids(box)
+    sink = SandboxSpec(name=NAME).sink_address
+    assert default_routes(box) == {h: f"default via {sink} dev eth0" for h in ("gateway", "node1")}
 
     again = enclave("sandbox", "up", "--name", NAME, check=True)
     assert "starting" not in again.stderr, "a healthy sandbox is left as it is"
@@ -69,6 +79,7 @@ def test_up_is_idempotent_recovers_from_killed_processes_and_down_leaves_nothing
     status = box.up()
     assert status.healthy, status
     assert set(recorded_pids(box).values()).isdisjoint(first.values())
+    assert default_routes(box) == {h: f"default via {sink} dev eth0" for h in ("gateway", "node1")}
 
     listing = enclave("sandbox", "status", "--name", NAME)
     assert listing.returncode == 0 and "node1" in listing.stdout and "running" in listing.stdout

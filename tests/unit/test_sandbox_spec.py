@@ -24,6 +24,14 @@ def test_interface_names_fit_linux_limits_for_the_longest_name() -> None:
     assert len(set(names)) == len(names)
 
 
+@pytest.mark.parametrize("subnet", [None, "10.9.0.0/27", "192.168.50.0/24"])
+def test_the_sink_is_in_the_subnet_and_held_by_no_host(subnet: str | None) -> None:
+    spec = SandboxSpec(name="sink", inference_nodes=16, subnet=ipaddress.IPv4Network(subnet) if subnet else None)
+    assert spec.sink_address in spec.network
+    assert spec.sink_address not in {spec.controller_address, *(h.address for h in spec.hosts)}
+    assert spec.sink_address not in (spec.network.network_address, spec.network.broadcast_address)
+
+
 def test_names_of_two_sandboxes_never_share_a_prefix() -> None:
     a, b = SandboxSpec(name="test"), SandboxSpec(name="test2")
     assert not b.hosts[1].netns(b.name).startswith(f"enclave-{a.name}-")

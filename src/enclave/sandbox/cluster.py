@@ -152,11 +152,13 @@ class Sandbox:
                 if (node.running(pid) and network.host_plumbed(node.netns, host.veth_host(self.name),
                                                                 spec.bridge)
                         and probe_ssh(str(host.address), timeout=2) is None):
+                    network.ensure_default_route(node.netns, spec.sink_address)
                     continue
                 report(f"starting {host.name} ({host.address})")
                 node.stop(pid)  # whatever an earlier run left of it
                 network.plumb_host(node.netns, host.veth_host(self.name), host.veth_peer(self.name),
                                    spec.bridge, host.address, spec.network)
+                network.ensure_default_route(node.netns, spec.sink_address)
                 node.prepare(public_key, hosts_lines)
                 state["nodes"][host.name] = node.start(image_root)
                 self._save(state)

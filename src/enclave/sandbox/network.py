@@ -105,6 +105,11 @@ def plumb_host(netns: str, veth_host: str, veth_peer: str, bridge: str,
     system.run(["ip", "link", "set", veth_host, "up"])
 
 
+def ensure_default_route(netns: str, via: ipaddress.IPv4Address) -> None:
+    """The namespace's default route through `via` (idempotent; also fixes a node made before the sink)."""
+    system.run(["ip", "-n", netns, "route", "replace", "default", "via", str(via), "dev", "eth0"])
+
+
 def host_plumbed(netns: str, veth_host: str, bridge: str) -> bool:
     if not (netns_exists(netns) and link_exists(veth_host)):
         return False

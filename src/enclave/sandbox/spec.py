@@ -70,6 +70,14 @@ class SandboxSpec:
         return self.network.network_address + 1
 
     @property
+    def sink_address(self) -> ipaddress.IPv4Address:
+        """Where the nodes' default route points: an address on the bridge that nobody holds. A packet towards
+        the outside world is built, passes the node's nftables (which count it) and dies unanswered at the
+        neighbour lookup; without a default route connect() fails before any firewall sees it. A test's
+        stand-in for the outside world takes this address to become reachable."""
+        return self.network.network_address + 2
+
+    @property
     def bridge(self) -> str:
         return f"enc-{self.name}"
 
