@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from enclave import __version__
+from enclave.cli import bundle as bundle_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
 from enclave.cli import logs as logs_cmd
@@ -48,6 +49,7 @@ app.command("verify")(verify_cmd.verify)
 app.command("logs")(logs_cmd.logs)
 app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)
+app.command("bundle")(bundle_cmd.bundle)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 

@@ -1,0 +1,1 @@
+"""The inference engine's artifacts: the pinned vLLM build, its wheelhouse, and checks of its arguments."""
