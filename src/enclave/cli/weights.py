@@ -173,3 +173,52 @@ def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
                 "license_first_line", "signed"):
         console.print(f"{key.replace('_', ' ') + ':':<20}{match.get(key, match.get('manifest_error', '?'))}",
                       highlight=False, soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def pack(
+    repo: Annotated[str, typer.Option(help="Repository ORG/NAME.")],
+    revision: Annotated[str, typer.Option(help="The revision to pack (a 40-hex commit for the hub).")],
+    out: Annotated[Path, typer.Option(help="Directory to write the bundle into.")] = Path(),
+    source: Annotated[Path | None, typer.Option(help="Pack this local folder instead of downloading.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Hub or mirror URL (default: HF_ENDPOINT or the hub).")] = None,
+    split_gb: Annotated[float | None, typer.Option(help="Cut the files into parts of this many GB.")] = None,
+    license_file: Annotated[Path | None, typer.Option(help="License text to place as LICENSE if the source lacks one.")]
+    = None,
+) -> None:
+    """On a connected machine: write an air-gap bundle (files, LICENSE, MANIFEST.sha256, SHA256SUMS)."""
+    from enclave.weights.bundle import pack as pack_bundle
+
+    if split_gb is not None and split_gb <= 0:
+        raise UsageError("--split-gb must be positive")
+    out.mkdir(parents=True, exist_ok=True)
+    made = pack_bundle(repo=repo, revision=revision, out_dir=out.resolve(), source_dir=source, endpoint=endpoint,
+                       split_bytes=int(split_gb * 1e9) if split_gb else None, license_file=license_file,
+                       report=lambda m: err.print(m, highlight=False))
+    layout = f"{made.parts} parts" if made.parts else "files"
+    console.print(f"bundle {made.path}: {made.repo}@{made.revision}, {made.files} files, {made.bytes} bytes "
+                  f"({layout}); carry it in and run `enclave weights import {made.path.name}`", highlight=False)
+
+
+@app.command("import")
+@reports_errors
+def import_bundle(
+    bundle_dir: Annotated[Path, typer.Argument(help="The bundle directory `enclave weights pack` wrote.")],
+    inventory: InventoryOpt = None,
+) -> None:
+    """Inside the network: verify a bundle, copy it to the staging host and stage it there (no outside access)."""
+    from enclave.weights.bundle import check as check_bundle
+
+    path = resolve_inventory(inventory)
+    validate(path)
+    info, files = check_bundle(bundle_dir.resolve(), report=lambda m: err.print(m, highlight=False))
+    variables = {"weights_import_src": str(files), "weights_repo": info["repo"], "weights_revision": info["revision"],
+                 # the role's own import directory on the staging host (roles/weights/vars)
+                 "weights_source": {"type": "local", "path": "{{ weights_import_dir }}"}}
+    request = PlaybookRequest(playbook="weights-import.yml", inventory=path, extra_vars=variables)
+    result = run_with_progress(request, console, title="weights import")
+    if result.exit_code == 0:
+        console.print(f"staged {info['repo']}@{info['revision']}; `enclave weights sync --revision "
+                      f"{info['revision']}` spreads it to the nodes", highlight=False)
+    raise typer.Exit(result.exit_code)
