@@ -13,6 +13,7 @@ from enclave.cli import drain as drain_cmd
 from enclave.cli import logs as logs_cmd
 from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
+from enclave.cli import status as status_cmd
 from enclave.cli import verify as verify_cmd
 from enclave.cli import weights as weights_cmd
 from enclave.cli.common import debug_mode
@@ -46,6 +47,7 @@ def main_options(
 app.command("plan")(plan_cmd.plan)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("verify")(verify_cmd.verify)
+app.command("status")(status_cmd.status)
 app.command("logs")(logs_cmd.logs)
 app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)

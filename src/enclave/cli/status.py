@@ -1,0 +1,197 @@
+"""`enclave status`: one screen for the cluster: engines, weights, health, GPUs, load, gateway rotation."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
+from enclave.errors import RunError, UsageError
+from enclave.plan import planfile
+from enclave.plan.inventory import validate
+from enclave.status.cluster import ClusterStatus, NodeStatus, cluster_status
+from enclave.status.collect import read_answers
+from enclave.status.gpus import GpuReading
+from enclave.status.metrics import EngineLoad
+
+# Without --watch, tokens/s comes from two /metrics samples this far apart, taken on each head in the same pass.
+SAMPLE_GAP_S = 2.0
+MIN_INTERVAL_S = 1.0
+
+
+def _num(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "?" if value is None else fmt.format(value)
+
+
+def gpu_cell(node: NodeStatus) -> str:
+    if node.gpus is None:
+        return node.gpu_note or "no GPU"
+    if not node.gpus:
+        return "nvidia-smi lists no GPU"
+    used = [g.memory_used_mib for g in node.gpus if g.memory_used_mib is not None]
+    total = [g.memory_total_mib for g in node.gpus if g.memory_total_mib is not None]
+    util = [g.utilization_pct for g in node.gpus if g.utilization_pct is not None]
+    memory = f"{sum(used) / 1024:.0f}/{sum(total) / 1024:.0f} GiB" if used and total else "memory ?"
+    load = f"util {sum(util) / len(util):.0f}% (max {max(util):.0f}%)" if util else "util ?"
+    return f"{len(node.gpus)}x {_gpu_name(node.gpus)}: {memory}, {load}"
+
+
+def _gpu_name(gpus: list[GpuReading]) -> str:
+    names = sorted({g.name for g in gpus})
+    return names[0] if len(names) == 1 else "mixed"
+
+
+def _requests(node: NodeStatus) -> str:
+    if node.role != "head":
+        return "-"
+    return f"{_num(node.running)} running, {_num(node.waiting)} waiting"
+
+
+def _tokens(node: NodeStatus) -> str:
+    return "-" if node.role != "head" else _num(node.tokens_per_s, "{:.1f}")
+
+
+def status_table(cluster: ClusterStatus) -> Table:
+    table = Table(show_edge=False, title=f"{cluster.repo}@{cluster.revision[:12]} (served as "
+                                         f"{cluster.served_model_name})", title_justify="left")
+    for column in ("node", "replica", "engine", "revision", "health", "GPUs", "requests", "tokens/s", "rotation"):
+        table.add_column(column, overflow="fold")
+    for node in cluster.nodes:
+        ok_engine = node.engine == "active" or node.replica is None
+        revision = Text((node.revision or "none")[:12],
+                        "red" if node.replica and node.revision != cluster.revision else "")
+        table.add_row(
+            node.host, f"{node.replica} ({node.role})" if node.replica else "none (spare)",
+            Text(node.engine, "green" if node.engine == "active" else "" if ok_engine else "bold red"), revision,
+            Text(node.health or "-", "green" if node.health == "ok" else "bold red" if node.health else ""),
+            gpu_cell(node), _requests(node), _tokens(node),
+            Text(node.rotation or "-", "yellow" if node.rotation == "drained" else ""))
+    return table
+
+
+def summary_lines(cluster: ClusterStatus) -> list[str]:
+    lines = []
+    for gateway in cluster.gateways:
+        drained = ", ".join(gateway.drained) or "none"
+        lines.append(f"gateway {gateway.host}: nginx {gateway.nginx}, drained: {drained}")
+    heads = [n for n in cluster.nodes if n.role == "head"]
+    serving = [n for n in heads if not n.problems]
+    if cluster.serving:
+        lines.append(f"serving: {len(serving)} of {len(heads)} replicas")
+        return lines
+    lines.append(f"NOT SERVING: {len(serving)} of {len(heads)} replicas serve")
+    lines += [f"  {n.host}: {p}" for n in cluster.nodes for p in n.problems]
+    lines += [f"  {g.host}: {p}" for g in cluster.gateways for p in g.problems]
+    return lines
+
+
+def plain_lines(cluster: ClusterStatus) -> list[str]:
+    """The screen as one line per node, for logs and pipes (--watch without a terminal)."""
+    lines = []
+    for n in cluster.nodes:
+        lines.append(f"{n.host}: replica={n.replica or 'none'} role={n.role} engine={n.engine} "
+                     f"revision={(n.revision or 'none')[:12]} health={n.health or '-'} gpus={gpu_cell(n)!r} "
+                     f"requests={_requests(n)!r} tokens/s={_tokens(n)} rotation={n.rotation or '-'}")
+    return lines + summary_lines(cluster)
+
+
+def _screen(cluster: ClusterStatus) -> Group:
+    return Group(status_table(cluster), *(Text(line, "bold red" if line.startswith("NOT") else "")
+                                           for line in summary_lines(cluster)))
+
+
+class _Reader:
+    """Reads the cluster round after round, keeping each head's last /metrics sample for the next tokens/s."""
+
+    def __init__(self, inventory: Any, plan: dict[str, Any], nodes: list[str], gateways: list[str]) -> None:
+        self.inventory, self.plan, self.nodes, self.gateways = inventory, plan, nodes, gateways
+        self.previous: dict[str, EngineLoad] = {}
+
+    def read(self, *, samples: int, cancel: threading.Event | None = None) -> ClusterStatus | None:
+        found = read_answers(self.inventory, samples=samples, gap=SAMPLE_GAP_S, cancel=cancel)
+        if found.cancelled:
+            return None
+        cluster = cluster_status(self.plan, self.nodes, self.gateways, found.answers, found.errors, self.previous)
+        self.previous = {n.host: n.last_load for n in cluster.nodes if n.last_load is not None}
+        return cluster
+
+
+def _watch(reader: _Reader, interval: float, as_json: bool) -> None:
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    live = Live(console=console, auto_refresh=False) if console.is_terminal and not as_json else None
+    try:
+        if live is not None:
+            live.start()
+        while not stop.is_set():
+            started = time.monotonic()
+            # one sample per round: tokens/s comes from this round's and the last round's samples
+            try:
+                cluster = reader.read(samples=1, cancel=stop)
+            except RunError as exc:  # a round where no host answered; the next one may
+                err.print(f"{time.strftime('%H:%M:%S')} {exc}", highlight=False, soft_wrap=True)
+                stop.wait(interval)
+                continue
+            if cluster is None:
+                break
+            if as_json:
+                console.print(json.dumps({"at": time.time(), **cluster.as_dict()}), soft_wrap=True, highlight=False)
+            elif live is not None:
+                live.update(Group(Text(time.strftime("%H:%M:%S") + f"  every {interval:g} s, Ctrl-C to stop"),
+                                  _screen(cluster)), refresh=True)
+            else:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                for line in plain_lines(cluster):
+                    console.print(f"{stamp} {line}", highlight=False, soft_wrap=True)
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        if live is not None:
+            live.stop()
+        signal.signal(signal.SIGINT, previous)
+
+
+@reports_errors
+def status(
+    inventory: InventoryOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds with --watch (at least 1).")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON (one object per round).")] = False,
+) -> None:
+    """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation.
+
+    Exit 0 when every replica serves, 1 when something does not (a drained replica counts), 2 bad usage.
+    """
+    if interval < MIN_INTERVAL_S:
+        raise UsageError(f"--interval {interval:g}: must be at least {MIN_INTERVAL_S:g} s")
+    path = resolve_inventory(inventory)
+    inv = validate(path)
+    plan = planfile.read(path)
+    if plan is None:
+        raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
+                         "names the model, its revision and which nodes run it")
+    reader = _Reader(path, plan, inv.hosts("enclave_nodes"), inv.hosts("enclave_gateway"))
+    if watch:
+        _watch(reader, interval, as_json)
+        raise typer.Exit(0)
+    with err.status("reading the cluster (engines, weights, GPUs, gateway)"):
+        cluster = reader.read(samples=2)
+    if cluster is None:  # the run was cancelled (Ctrl-C reached ansible-playbook)
+        raise typer.Exit(130)
+    if as_json:
+        console.print_json(json.dumps(cluster.as_dict()))
+    else:
+        console.print(_screen(cluster))
+    raise typer.Exit(0 if cluster.serving else 1)

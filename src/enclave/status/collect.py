@@ -1,0 +1,62 @@
+"""One read-only pass over the cluster (playbooks/status.yml): each host's raw answer, or why it gave none."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enclave import paths
+from enclave.errors import RunError
+from enclave.runner import PlaybookRequest, RunProgress, run_playbook
+
+NODE_TASK = "Report the engine state of this host"
+GATEWAY_TASK = "Report the gateway's rotation"
+# Status runs are frequent (--watch): they keep their own few run dirs, so they never push a deploy's logs out.
+RUNS_SUBDIR = "status-runs"
+KEEP_RUNS = 3
+
+
+@dataclass
+class Answers:
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> {"node": ..., "gateway": ...}
+    errors: dict[str, str] = field(default_factory=dict)  # host -> why it did not answer
+    cancelled: bool = False
+
+
+def status_request(inventory: Path, *, samples: int, gap: float) -> PlaybookRequest:
+    """The run that reads every engine and the gateway (pure: testable without running anything)."""
+    return PlaybookRequest(playbook="status.yml", inventory=inventory,
+                           extra_vars={"engine_status_samples": samples, "engine_status_gap": gap})
+
+
+def read_answers(inventory: Path, *, samples: int = 2, gap: float = 2.0,
+                 cancel: threading.Event | None = None) -> Answers:
+    found = Answers()
+
+    def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
+        data = event.get("event_data") or {}
+        host, task = data.get("host"), data.get("task")
+        if event.get("event") != "runner_on_ok" or not host:
+            return
+        res = data.get("res") or {}
+        if task == NODE_TASK:
+            stdout = res.get("stdout") or ""
+            try:
+                found.answers.setdefault(host, {})["node"] = json.loads(stdout)
+            except ValueError:
+                found.errors[host] = f"unreadable answer from the status probe: {stdout[:200]}"
+        elif task == GATEWAY_TASK:
+            found.answers.setdefault(host, {})["gateway"] = res.get("msg") or {}
+
+    result = run_playbook(status_request(inventory, samples=samples, gap=gap), on_event=on_event, cancel=cancel,
+                          runs_dir=paths.state_dir() / RUNS_SUBDIR, keep=KEEP_RUNS)
+    found.cancelled = result.cancelled
+    for failure in result.progress.failures:
+        found.errors.setdefault(failure.host, f"{failure.task}: {failure.message}")
+    if not found.cancelled and not found.answers and result.exit_code != 0:
+        why = "; ".join(f"{h}: {m}" for h, m in found.errors.items()) or result.status
+        raise RunError(f"could not read the cluster's state: {why} (run dir {result.run_dir})")
+    return found
