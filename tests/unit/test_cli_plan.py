@@ -159,6 +159,8 @@ def _offline_deploy(monkeypatch: pytest.MonkeyPatch, facts: Path) -> list[object
         return type("Result", (), {"exit_code": 0})()
 
     monkeypatch.setattr(deploy_cli, "run_with_progress", record)
+    # the checks after a successful run have their own tests (test_cli_deploy_verify.py)
+    monkeypatch.setattr(deploy_cli, "short_verify", lambda *args, **kwargs: 0)
     return runs
 
 

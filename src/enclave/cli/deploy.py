@@ -24,6 +24,7 @@ from enclave.cli.common import (
     split_list,
 )
 from enclave.cli.progress import run_with_progress
+from enclave.cli.verify import short_verify
 from enclave.plan import planfile
 from enclave.plan.decide import required_plan
 from enclave.plan.facts import host_facts
@@ -44,10 +45,14 @@ def deploy(
     verbose: VerboseOpt = 0,
     flush_cache: Annotated[bool, typer.Option(help="Gather facts afresh instead of using the cache.")] = False,
     vault_password_file: Annotated[Path | None, typer.Option(help="File holding the vault password.")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the host checks after a successful run.")]
+    = False,
 ) -> None:
     """Deploy enclave onto the hosts of an inventory (rerun it for every change: it converges).
 
     Plans first (like `enclave plan`) and writes the plan file the playbooks read; no plan, no change to any host.
+    After a successful run it runs the shipped checks on the hosts it touched (`enclave verify` without --deep);
+    a failed check exits 1.
     """
     path = resolve_inventory(inventory)
     inv = validate(path)
@@ -67,4 +72,8 @@ def deploy(
         skip_tags=split_list(skip_tags), extra_vars=variables, verbosity=verbose,
         flush_cache=flush_cache, vault_password_file=vault_password_file)
     result = run_with_progress(request, console, title="deploy" + (" --check" if check else ""))
-    raise typer.Exit(result.exit_code)
+    if result.exit_code != 0 or check or no_verify:
+        raise typer.Exit(result.exit_code)
+    # --limit: the hosts the run reached (the pattern may be anything Ansible accepts)
+    touched = sorted(result.progress.hosts) if limit else None
+    raise typer.Exit(short_verify(path, hosts=touched, tags=request.tags))

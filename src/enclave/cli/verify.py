@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from enclave.checks.results import CheckResult, as_json, summary
-from enclave.checks.runner import run_checks
+from enclave.checks.runner import CHECKS_DIR, run_checks
 from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory, split_list
 from enclave.errors import UsageError
 from enclave.plan.inventory import validate
@@ -57,3 +57,27 @@ def verify(
         console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
                       f"{counts['skipped']} skipped", highlight=False)
     raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
+
+
+def check_modules_for_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """The check files of the concerns a tagged run converged (`--tags base,nvidia`); all when no tag names one."""
+    concerns = {p.stem.removeprefix("test_") for p in CHECKS_DIR.glob("test_*.py")}
+    return tuple(f"test_{t}.py" for t in sorted(set(tags)) if t in concerns)
+
+
+def short_verify(inventory: Path, *, hosts: list[str] | None, tags: tuple[str, ...] = ()) -> int:
+    """The checks at the end of `enclave deploy`: no --deep, only the hosts and concerns the run touched.
+    Prints one summary line and the failing checks; returns the exit code (0 all passed, 1 a check failed)."""
+    modules = check_modules_for_tags(tags)
+    with err.status("verifying the hosts (enclave verify, short form)"):
+        results, _ = run_checks(inventory, hosts=hosts, modules=modules)
+    counts = summary(results)
+    bad = counts["failed"] + counts["error"]
+    scope = f" on {', '.join(hosts)}" if hosts else ""
+    what = f" ({', '.join(m.removeprefix('test_').removesuffix('.py') for m in modules)})" if modules else ""
+    console.print(Text.assemble(("verify: ", "bold"), (f"{counts['passed']} passed, ", "green"),
+                                (f"{bad} failed", "bold red" if bad else ""), f", {counts['skipped']} skipped{scope}"
+                                f"{what}; `enclave verify` runs every check"))
+    if bad:
+        console.print(results_table([r for r in results if r.outcome in ("failed", "error")]))
+    return 1 if bad else 0
