@@ -15,6 +15,8 @@ demo: venv host-packages
 	$(BIN)/enclave plan
 	$(BIN)/enclave deploy
 	$(BIN)/enclave verify
+	$(BIN)/enclave status
+	$(BIN)/enclave chat --client sandbox-demo "In one sentence: what is an air-gapped network?"
 
 test: venv host-packages
 	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/unit tests/integration

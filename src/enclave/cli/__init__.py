@@ -8,6 +8,7 @@ import typer
 
 from enclave import __version__
 from enclave.cli import bundle as bundle_cmd
+from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
 from enclave.cli import logs as logs_cmd
@@ -48,6 +49,7 @@ app.command("plan")(plan_cmd.plan)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("verify")(verify_cmd.verify)
 app.command("status")(status_cmd.status)
+app.command("chat")(chat_cmd.chat)
 app.command("logs")(logs_cmd.logs)
 app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)
