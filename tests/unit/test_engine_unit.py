@@ -74,7 +74,7 @@ def test_unit_carries_the_contract(case: Path) -> None:
         lines = set(unit.splitlines())
         for wanted in ("User=enclave", "Group=enclave", "NoNewPrivileges=yes", "ProtectSystem=strict",
                        "ProtectHome=yes", "PrivateTmp=yes", "ReadOnlyPaths=/srv/enclave/models",
-                       "Restart=on-failure", "EnvironmentFile=/etc/enclave/engine.env",
+                       "EnvironmentFile=/etc/enclave/engine.env",
                        "EnvironmentFile=/etc/enclave/engine-api-key.env",
                        f"TimeoutStartSec={plan['readiness_timeout_s']}"):
             assert wanted in lines, f"{case.stem} {host}: {wanted} missing"
@@ -84,6 +84,7 @@ def test_unit_carries_the_contract(case: Path) -> None:
         assert argv[1:3] == ["serve", f"/srv/enclave/models/{plan['repo'].replace('/', '--')}/current"]
         assert "--api-key" not in argv
         head = variables["engine_replica"]["rank"] == 0
+        assert ("Restart=on-failure" if head else "Restart=always") in lines
         assert ("--headless" in argv) != head
         if head:
             address = variables["engine_private"]["address"]
