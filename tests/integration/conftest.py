@@ -23,7 +23,10 @@ from enclave.sandbox.system import TOOL_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
 # Stable across runs so a killed test run's sandbox is found (and recovered) by the next one.
-STATE = Path(tempfile.gettempdir()) / "enclave-integration-state"
+STATE = Path(os.environ.get("ENCLAVE_TEST_STATE_DIR") or Path(tempfile.gettempdir()) / "enclave-integration-state")
+# A developer may point the session at a sandbox of their own (kept afterwards): ENCLAVE_TEST_SANDBOX=NAME,
+# with ENCLAVE_TEST_STATE_DIR where it lives.
+SANDBOX = os.environ.get("ENCLAVE_TEST_SANDBOX") or "test"
 ENCLAVE = str(Path(sys.executable).with_name("enclave"))
 
 
@@ -74,11 +77,12 @@ def ssh(inventory: Path, host: str, script: str, *, check: bool = True) -> subpr
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxStatus]:
-    box = Sandbox("test", state_root=STATE)
+    box = Sandbox(SANDBOX, state_root=STATE)
     status = box.up(nodes=2, report=lambda m: print(f"sandbox: {m}"))
     assert status.healthy, status
     yield status
-    box.down()
+    if SANDBOX == "test":
+        box.down()
 
 
 @pytest.fixture(scope="session")
