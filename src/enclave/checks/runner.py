@@ -29,7 +29,7 @@ def run_checks(inventory: Path, *, hosts: list[str] | None = None, deep: bool = 
                 *([str(CHECKS_DIR / m) for m in modules] or [str(CHECKS_DIR)])]
         if deep:
             argv.append("--deep")
-        env = {**os.environ, **ansible_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**os.environ, **ansible_env(inventory), "PYTHONDONTWRITEBYTECODE": "1"}
         if hosts:
             env[HOSTS_ENV] = ",".join(hosts)
         try:

@@ -126,7 +126,7 @@ def collect_variables(path: Path) -> list[_Found]:
 
 
 def ansible_inventory(path: Path) -> Inventory:
-    env = {**os.environ, **ansible_env(),
+    env = {**os.environ, **ansible_env(path),
            # Without these, an unreadable source is a warning and an empty inventory.
            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True"}
     try:
