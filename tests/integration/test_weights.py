@@ -195,3 +195,27 @@ def test_an_interrupted_distribution_resumes_and_switching_back_moves_nothing(
 
 def _env() -> dict[str, str]:
     return {**os.environ, "ENCLAVE_STATE_DIR": str(STATE)}
+
+
+def test_verify_names_a_deleted_license_and_deep_catches_a_byte_the_stamps_vouch_for(
+        inventory: Path, weights_ready: str) -> None:
+    shard = f"{MODEL_DIR}/current/model-00001-of-00002.safetensors"
+    # node1: a byte flipped with the file's mtime put back, as a careful tamperer would: the stamp (size, mtime,
+    # inode) still vouches for it, so only --deep rehashes and catches it. node2: LICENSE deleted.
+    ssh(inventory, "node1", f"t=$(stat -c %y {shard}) && printf 'Q' | dd of={shard} bs=1 seek=4096 conv=notrunc "
+                            f"status=none && touch -d \"$t\" {shard}")
+    ssh(inventory, "node2", f"mv {MODEL_DIR}/current/LICENSE /root/LICENSE.moved")
+    try:
+        quick = json.loads(enclave("weights", "verify", "-i", str(inventory), "--json").stdout)
+        failed = {(r["host"], r["check"]): r["message"] for r in quick["results"] if r["outcome"] == "failed"}
+        assert ("node1", "files_match_the_manifest") not in failed, "the stamp cache was not used"
+        assert "LICENSE is missing" in failed[("node2", "license_matches_the_manifest")]
+        assert "LICENSE: missing" in failed[("node2", "files_match_the_manifest")]
+
+        deep = json.loads(enclave("weights", "verify", "-i", str(inventory), "--deep", "--json").stdout)
+        failed_deep = {(r["host"], r["check"]): r["message"] for r in deep["results"] if r["outcome"] == "failed"}
+        assert "model-00001-of-00002.safetensors: sha256" in failed_deep[("node1", "files_match_the_manifest")]
+    finally:
+        ssh(inventory, "node2", f"mv /root/LICENSE.moved {MODEL_DIR}/current/LICENSE", check=False)
+    enclave("weights", "sync", "-i", str(inventory), "-e", '{"weights_deep_verify": true}', check=True)
+    assert enclave("weights", "verify", "-i", str(inventory), "--deep").returncode == 0

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from enclave.checks.results import summary
+from enclave.checks.results import as_json, summary
 from enclave.checks.runner import run_checks
 from enclave.cli.common import (
     ExtraVarsOpt,
@@ -75,7 +75,8 @@ def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: Li
 @app.command()
 @reports_errors
 def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
-           deep: Annotated[bool, typer.Option(help="Rehash every file instead of trusting stamps.")] = False) -> None:
+           deep: Annotated[bool, typer.Option(help="Rehash every file instead of trusting stamps.")] = False,
+           as_json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False) -> None:
     """Check `current` on every node against its signed manifest (the weights checks of `enclave verify`)."""
     path = resolve_inventory(inventory)
     inv = validate(path)
@@ -83,9 +84,12 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
     with err.status("verifying the weights on the nodes"):
         results, _ = run_checks(path, hosts=hosts, deep=deep, modules=("test_weights.py",))
     counts = summary(results)
-    console.print(results_table(results))
-    console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
-                  f"{counts['skipped']} skipped", highlight=False)
+    if as_json_output:
+        console.print_json(json.dumps(as_json(results)))
+    else:
+        console.print(results_table(results))
+        console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
+                      f"{counts['skipped']} skipped", highlight=False)
     raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
 
 
