@@ -417,3 +417,19 @@ def test_command_line_publishes_serves_and_stops_on_sigterm(published: Published
         server.wait(timeout=10)
         if server.stderr:
             server.stderr.close()
+
+
+def test_enclave_mirror_publish_prints_the_commit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from enclave.cli import app
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "LICENSE").write_text("MIT License\n")
+    result = CliRunner().invoke(app, ["mirror", "publish", str(tmp_path / "root"), "--repo", "org/tiny",
+                                      "--from", str(source)])
+    assert result.exit_code == 0, result.output
+    commit = result.output.strip()
+    assert (tmp_path / "root" / "org" / "tiny" / "refs" / "main").read_text().strip() == commit

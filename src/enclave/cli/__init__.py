@@ -12,6 +12,7 @@ from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
 from enclave.cli import logs as logs_cmd
+from enclave.cli import mirror as mirror_cmd
 from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
 from enclave.cli import status as status_cmd
@@ -58,6 +59,7 @@ app.command("bundle")(bundle_cmd.bundle)
 app.command("teardown")(teardown_cmd.teardown)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
+app.add_typer(mirror_cmd.app, name="mirror")
 
 
 def main() -> None:

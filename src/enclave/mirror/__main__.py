@@ -57,7 +57,7 @@ def _serve(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     token = load_token(args.token_file) if args.token_file else None
     server = make_server(args.root, bind=args.bind, port=args.port, token=token)
-    _stop_on_signals(server)
+    stop_on_signals(server)
     log.info("serving %s at %s%s", args.root, server.url, " (token required)" if token else "")
     try:
         server.serve_forever()
@@ -67,7 +67,7 @@ def _serve(argv: list[str]) -> int:
     return 0
 
 
-def _stop_on_signals(server: MirrorServer) -> None:
+def stop_on_signals(server: MirrorServer) -> None:
     """shutdown() waits for serve_forever() to return, so it runs on its own thread, not in the handler."""
 
     def stop(signum: int, _frame: object) -> None:
