@@ -17,6 +17,7 @@ from enclave.cli import plan as plan_cmd
 from enclave.cli import sandbox as sandbox_cmd
 from enclave.cli import status as status_cmd
 from enclave.cli import teardown as teardown_cmd
+from enclave.cli import update as update_cmd
 from enclave.cli import verify as verify_cmd
 from enclave.cli import weights as weights_cmd
 from enclave.cli.common import debug_mode
@@ -57,6 +58,8 @@ app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)
 app.command("bundle")(bundle_cmd.bundle)
 app.command("teardown")(teardown_cmd.teardown)
+app.command("update")(update_cmd.update)
+app.command("rollback")(update_cmd.rollback)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")
