@@ -1,0 +1,86 @@
+"""`enclave teardown` on a sandbox of its own ("td"): the service phases deployed (provision, firewall, weights,
+gateway: no engines, which would cost minutes of CPU here), then teardown --keep-weights keeps exactly the models
+and the keys that verify them (a redeploy moves no weights), a full teardown leaves none of the kit's units, table,
+nginx or directories, and a rerun changes nothing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enclave.cli.teardown import teardown_request
+from enclave.runner import PlaybookRequest, run_playbook
+from enclave.sandbox import Sandbox
+from tests.integration.conftest import STATE, enclave, ssh
+
+NAME = "td"
+PHASES = ("provision.yml", "firewall.yml", "weights.yml", "gateway.yml")
+HOSTS = ("node1", "node2", "gateway")
+# What the kit leaves on a host, one line per item, read the same way before and after.
+PROBE = r"""
+for u in enclave-engine enclave-weights-seed enclave-firewall; do
+  test -e /etc/systemd/system/$u.service && echo "unit $u"; done
+systemctl is-active --quiet nginx && echo "nginx running"
+dpkg-query -W -f '${Status}\n' nginx 2>/dev/null | grep -q '^install ok installed' && echo "nginx installed"
+nft list table inet enclave >/dev/null 2>&1 && echo "table inet enclave"
+for d in /opt/enclave /etc/enclave /srv/enclave /etc/nginx/enclave; do test -e $d && echo "dir $d"; done
+find /srv/enclave/models /etc/enclave -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/in /'
+true
+"""
+MODEL_FILES = "find /srv/enclave/models -type f ! -name '.enclave-*' -printf '%p %i %T@\\n' | sort"
+
+
+@pytest.fixture(scope="module")
+def inventory() -> Iterator[Path]:
+    box = Sandbox(NAME, state_root=STATE)
+    status = box.up(nodes=2, report=lambda m: print(f"sandbox {NAME}: {m}"))
+    assert status.healthy and status.inventory is not None, status
+    yield status.inventory
+    if os.environ.get("ENCLAVE_TEST_KEEP_SANDBOX") != "1":  # kept for a look after a failure
+        box.down()
+
+
+def deploy_phases(inventory: Path) -> None:
+    enclave("plan", "-i", str(inventory), check=True)
+    for playbook in PHASES:
+        result = run_playbook(PlaybookRequest(playbook=playbook, inventory=inventory))
+        assert result.exit_code == 0, f"{playbook}: {[(f.host, f.message) for f in result.progress.failures]}"
+
+
+def probe(inventory: Path) -> dict[str, set[str]]:
+    return {h: set(ssh(inventory, h, PROBE).stdout.split("\n")) - {""} for h in HOSTS}
+
+
+def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_change_nothing(inventory: Path) -> None:
+    deploy_phases(inventory)
+    before = probe(inventory)
+    assert {"unit enclave-firewall", "table inet enclave", "dir /opt/enclave"} <= before["node1"]
+    gateway = {"unit enclave-weights-seed", "nginx running", "nginx installed", "dir /etc/nginx/enclave"}
+    assert gateway <= before["gateway"]
+    models = {h: ssh(inventory, h, MODEL_FILES).stdout for h in ("node1", "node2")}
+    assert all(models.values())
+
+    kept = enclave("teardown", "-i", str(inventory), "--yes", "--keep-weights", check=True)
+    assert "removes:" in kept.stderr and "kept" in kept.stderr
+    after = probe(inventory)
+    model_dir = "in /srv/enclave/models/enclave-sandbox--tiny-llama"
+    for host in HOSTS:
+        assert after[host] - {"dir /etc/enclave", "dir /srv/enclave", model_dir} == {
+            "in /etc/enclave/weights-allowed-signers",
+            *(["in /etc/enclave/weights-signing-key", "in /etc/enclave/weights-signing-key.pub"]
+              if host == "gateway" else [])}, host
+    # The kept revisions verify again with the kept keys: a redeploy moves and rewrites no model file (the stamp
+    # cache, .enclave-stamps.json, is bookkeeping and is rewritten).
+    deploy_phases(inventory)
+    for host, listing in models.items():
+        again = ssh(inventory, host, MODEL_FILES).stdout
+        assert set(again.splitlines()) ^ set(listing.splitlines()) == set(), host
+
+    enclave("teardown", "-i", str(inventory), "--yes", check=True)
+    assert probe(inventory) == {h: set() for h in HOSTS}
+    rerun = run_playbook(teardown_request(inventory, keep_weights=False))
+    assert rerun.exit_code == 0
+    assert {h: t.changed for h, t in rerun.progress.hosts.items()} == dict.fromkeys(HOSTS, 0)
