@@ -74,8 +74,11 @@ def test_engine_listens_on_the_private_address_only(host: Any, engine: dict[str,
 
 def test_engine_runs_as_the_service_user(host: Any, engine: dict[str, Any]) -> None:
     pid = _main_pid(host)
-    cgroup = host.run(f"systemctl show --property ControlGroup --value {UNIT}").stdout.strip()
-    pids = host.run(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").stdout.split() or [str(pid)]
+    # Every process whose cgroup lines equal the main process's: works on cgroup v2 and on v1/hybrid hosts (and in
+    # containers) where /sys/fs/cgroup does not show the unit's ControlGroup path.
+    script = (f"cg=$(cat /proc/{pid}/cgroup); for p in /proc/[0-9]*; do "
+              '[ "$(cat $p/cgroup 2>/dev/null)" = "$cg" ] && echo ${p#/proc/}; done')
+    pids = host.run(script).stdout.split() or [str(pid)]
     users = {p: host.run(f"ps -o user= -p {p}").stdout.strip() for p in pids}
     wrong = {p: u for p, u in users.items() if u and u != engine["enclave_user"]}
     assert not wrong, f"engine processes not running as {engine['enclave_user']}: " + ", ".join(
