@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ STATE = Path(os.environ.get("ENCLAVE_TEST_STATE_DIR") or Path(tempfile.gettempdi
 # with ENCLAVE_TEST_STATE_DIR where it lives.
 SANDBOX = os.environ.get("ENCLAVE_TEST_SANDBOX") or "test"
 ENCLAVE = str(Path(sys.executable).with_name("enclave"))
+DEPLOY_LOG = STATE / "first-deploy-ansible.log"
 
 
 def _missing() -> list[str]:
@@ -93,5 +95,11 @@ def inventory(sandbox: SandboxStatus) -> Path:
 
 @pytest.fixture(scope="session")
 def deployed(inventory: Path) -> subprocess.CompletedProcess[str]:
-    """The first deploy of the session; tests that need converged hosts depend on it."""
-    return enclave("deploy", "-i", str(inventory), check=True)
+    """The first deploy of the session; tests that need converged hosts depend on it. Ansible's own output of it is
+    kept as `DEPLOY_LOG` (the run's directory is pruned once 20 later runs exist)."""
+    DEPLOY_LOG.unlink(missing_ok=True)  # never an earlier session's
+    proc = enclave("deploy", "-i", str(inventory), check=True)
+    run_id = re.search(r"\(run ([\w-]+)\)", proc.stdout)
+    if run_id:
+        DEPLOY_LOG.write_text((STATE / "runs" / run_id.group(1) / "artifacts" / "run" / "stdout").read_text())
+    return proc

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
-from tests.integration.conftest import STATE, enclave, ssh
+from tests.integration.conftest import DEPLOY_LOG, enclave, ssh
 
 PIN = "/etc/apt/preferences.d/enclave-nvidia.pref"
 
 
 def test_nvidia_role_skips_the_stack_and_says_why(deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
     assert "TASK  Say why the NVIDIA stack is skipped on hosts without GPUs" in deployed.stdout
-    run_id = re.search(r"\(run ([\w-]+)\)", deployed.stdout).group(1)
-    stdout = (STATE / "runs" / run_id / "artifacts" / "run" / "stdout").read_text()
+    stdout = DEPLOY_LOG.read_text()
     assert "node1: no NVIDIA stack installed (the inventory sets enclave_gpu: none)" in stdout
 
 
