@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from enclave.engine.locks import exclusive
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError
+from enclave.locks import file_lock
 
 
 def install_command(pip: Path, wheelhouse: str) -> list[str]:
@@ -28,7 +28,7 @@ def ensure_venv(wheelhouse: Wheelhouse, root: Path, report: Callable[[str], None
     lock = (wheelhouse.path / "requirements.txt").read_text()
     if stamp.is_file() and stamp.read_text() == lock:
         return venv
-    with exclusive(venv.with_name(venv.name + ".lock")):
+    with file_lock(venv.with_name(venv.name + ".lock")):
         if stamp.is_file() and stamp.read_text() == lock:
             return venv
         report(f"installing {wheelhouse.build.name} into {venv} (once)")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enclave.engine.build import EngineBuild
-from enclave.engine.locks import exclusive
 from enclave.engine.retag import normalize, parse_wheel_name, retag_wheel
 from enclave.errors import EnclaveError
+from enclave.locks import file_lock
 
 Report = Callable[[str], None]
 BUNDLE_FORMAT = 1
@@ -86,7 +86,7 @@ class Wheelhouse:
     def ensure(self, report: Report = _quiet, *, pip_args: Sequence[str] = (), rebuild: bool = False) -> Path:
         if self.ready() and not rebuild:
             return self.path
-        with exclusive(self.path.with_name(self.path.name + ".lock")):
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
             if rebuild or not self.ready():
                 self._build(report, pip_args)
         return self.path

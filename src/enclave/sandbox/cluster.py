@@ -16,9 +16,10 @@ from enclave import paths
 from enclave.engine import sandbox as engine_sandbox
 from enclave.errors import SandboxError, UsageError
 from enclave.gateway import sandbox as gateway_sandbox
+from enclave.locks import file_lock
 from enclave.pids import signal_pids
 from enclave.sandbox import hub, inventory, network, services, system
-from enclave.sandbox.image import BaseImage, file_lock, host_debian_mirror
+from enclave.sandbox.image import BaseImage, host_debian_mirror
 from enclave.sandbox.node import Node
 from enclave.sandbox.pkgrepo import PackageRepo, role_packages
 from enclave.sandbox.spec import SandboxSpec

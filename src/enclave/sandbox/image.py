@@ -7,17 +7,16 @@ air-gapped site.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave.locks import file_lock
 from enclave.sandbox import system
 
 SUITE = "bookworm"
@@ -48,18 +47,6 @@ def host_debian_mirror() -> str:
             candidates += re.findall(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{SUITE}\s", text, re.M)
     debian = [uri for uri in candidates if "security" not in uri]
     return debian[0].rstrip("/") if debian else DEFAULT_MIRROR
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Serialise builds of one cached artifact across processes (two `up`s, a test and a demo)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

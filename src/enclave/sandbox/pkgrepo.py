@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 
 from enclave.errors import SandboxError
+from enclave.locks import file_lock
 from enclave.sandbox import system
-from enclave.sandbox.image import BaseImage, file_lock
+from enclave.sandbox.image import BaseImage
 
 _REPO_FORMAT = 1
 

@@ -1,4 +1,5 @@
-"""One builder at a time per cached artifact (a test run, a demo and `enclave bundle` may race)."""
+"""One lock file per cached artifact, so two processes (two `sandbox up`s, a test and a demo, two bundles) never
+build the same thing at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def exclusive(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created with its directory) for the duration of the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
