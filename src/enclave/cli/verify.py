@@ -14,7 +14,7 @@ from enclave.checks.results import CheckResult, as_json, summary
 from enclave.checks.runner import CHECKS_DIR, run_checks
 from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory, split_list
 from enclave.errors import UsageError
-from enclave.plan.inventory import validate
+from enclave.plan.inventory import Inventory, validate
 
 _STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "cyan"}
 
@@ -40,15 +40,25 @@ def verify(
     """Check every host against what the kit installed. Exit 0 all passed, 1 a check failed, 2 bad usage."""
     path = resolve_inventory(inventory)
     inv = validate(path)
-    hosts = None
-    if limit:
-        names = split_list([limit])
-        hosts = sorted({h for n in names for h in (inv.hosts(n) if n in inv.groups else [n])})
-        unknown = sorted(set(hosts) - set(inv.hosts()))
-        if unknown:
-            raise UsageError(f"--limit {limit}: no such host or group: {', '.join(unknown)}")
+    hosts = limit_hosts(inv, limit)
     with err.status("running host checks"):
         results, _ = run_checks(path, hosts=hosts, deep=deep, junit=junit.resolve() if junit else None)
+    raise typer.Exit(report_results(results, as_json_output))
+
+
+def limit_hosts(inv: Inventory, limit: str | None) -> list[str] | None:
+    """The hosts `--limit` names (hosts or groups), or None for all; an unknown name is bad usage."""
+    if not limit:
+        return None
+    hosts = sorted({h for n in split_list([limit]) for h in (inv.hosts(n) if n in inv.groups else [n])})
+    unknown = sorted(set(hosts) - set(inv.hosts()))
+    if unknown:
+        raise UsageError(f"--limit {limit}: no such host or group: {', '.join(unknown)}")
+    return hosts
+
+
+def report_results(results: list[CheckResult], as_json_output: bool) -> int:
+    """Print the results as the table and a count line, or as the documented JSON; return the exit code."""
     counts = summary(results)
     if as_json_output:
         console.print_json(json.dumps(as_json(results)))
@@ -56,7 +66,7 @@ def verify(
         console.print(results_table(results))
         console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
                       f"{counts['skipped']} skipped", highlight=False)
-    raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
+    return 1 if counts["failed"] or counts["error"] else 0
 
 
 def check_modules_for_tags(tags: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from enclave.checks.results import as_json, summary
 from enclave.checks.runner import run_checks
 from enclave.cli.common import (
     ExtraVarsOpt,
@@ -23,10 +22,10 @@ from enclave.cli.common import (
     resolve_inventory,
 )
 from enclave.cli.progress import run_with_progress
-from enclave.cli.verify import results_table
+from enclave.cli.verify import limit_hosts, report_results
 from enclave.errors import RunError, UsageError
 from enclave.plan import planfile
-from enclave.plan.inventory import Inventory, validate
+from enclave.plan.inventory import validate
 from enclave.runner import PlaybookRequest, run_playbook
 from enclave.runner.events import RunProgress
 
@@ -80,28 +79,9 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
     """Check `current` on every node against its signed manifest (the weights checks of `enclave verify`)."""
     path = resolve_inventory(inventory)
     inv = validate(path)
-    hosts = _limit_hosts(inv, limit)
     with err.status("verifying the weights on the nodes"):
-        results, _ = run_checks(path, hosts=hosts, deep=deep, modules=("test_weights.py",))
-    counts = summary(results)
-    if as_json_output:
-        console.print_json(json.dumps(as_json(results)))
-    else:
-        console.print(results_table(results))
-        console.print(f"{counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
-                      f"{counts['skipped']} skipped", highlight=False)
-    raise typer.Exit(1 if counts["failed"] or counts["error"] else 0)
-
-
-def _limit_hosts(inv: Inventory, limit: str | None) -> list[str] | None:
-    if not limit:
-        return None
-    names = [n.strip() for n in limit.split(",") if n.strip()]
-    hosts = sorted({h for n in names for h in (inv.hosts(n) if n in inv.groups else [n])})
-    unknown = sorted(set(hosts) - set(inv.hosts()))
-    if unknown:
-        raise UsageError(f"--limit {limit}: no such host or group: {', '.join(unknown)}")
-    return hosts
+        results, _ = run_checks(path, hosts=limit_hosts(inv, limit), deep=deep, modules=("test_weights.py",))
+    raise typer.Exit(report_results(results, as_json_output))
 
 
 def collect_status(path: Path, limit: str | None = None) -> dict[str, dict[str, Any]]:
