@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from enclave.inventory_layout import ca_cert
+
 # Runs on the gateway host (stdin of `ssh ... python3 -`): secrets travel on stdin, never on a command line.
 _CLIENT = r'''
 import http.client, json, ssl, statistics, sys, threading, time
@@ -128,7 +130,7 @@ def main() -> None:
              or list(data["children"]["enclave_nodes"]["hosts"]))
     client_key = next(iter(sorted(variables["gateway_api_keys"].items())))[1]
     config = {
-        "ca": (inventory.parent / "pki" / "ca.crt").read_text(),
+        "ca": ca_cert(inventory).read_text(),
         "model": plan.get("served_model_name") or variables.get("enclave_model"),
         "max_tokens": args.max_tokens, "requests": args.requests, "concurrency": args.concurrency,
         "rounds": args.rounds,

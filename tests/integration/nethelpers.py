@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from enclave.gateway.sandbox import read_gateway_keys
+from enclave.inventory_layout import ca_cert
 from enclave.pids import signal_pids
 from enclave.sandbox import network, system
 from enclave.sandbox.spec import SandboxSpec
@@ -114,7 +115,7 @@ class Gateway:
 
     @classmethod
     def of(cls, inventory: Path) -> Gateway:
-        return cls(host_address(inventory, "gateway"), 443, inventory.parent / "pki" / "ca.crt",
+        return cls(host_address(inventory, "gateway"), 443, ca_cert(inventory),
                    read_gateway_keys(inventory.parent))
 
     @property

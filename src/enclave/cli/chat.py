@@ -1,8 +1,9 @@
 """`enclave chat MESSAGE`: one chat completion through the gateway, the way a client application sends it.
 
 A verb rather than a demo script: it reads what a client needs from the inventory (the gateway's address and
-port, the kit's CA in `<inventory dir>/pki/ca.crt`, the plan's served model name), and the key never appears on
-a command line: it comes from ENCLAVE_API_KEY or from a client named in the inventory's gateway_api_keys.
+port, the kit's CA (`<inventory dir>/pki/ca.crt`, see enclave.inventory_layout), the plan's served model name),
+and the key never appears on a command line: it comes from ENCLAVE_API_KEY or from a client named in the
+inventory's gateway_api_keys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from enclave.cli.common import InventoryOpt, console, err, reports_errors, resol
 from enclave.errors import UsageError
 from enclave.gateway.client import GatewayTarget, answer_text
 from enclave.gateway.client import chat as send_chat
+from enclave.inventory_layout import ca_cert
 from enclave.plan import planfile
 from enclave.plan.inventory import Inventory, validate
 
@@ -30,9 +32,10 @@ def gateway_target(inv: Inventory, inventory: Path) -> tuple[str, GatewayTarget]
     host = gateways[0]
     hostvars: dict[str, Any] = inv.hostvars.get(host) or {}
     own_cert = bool(hostvars.get("gateway_tls_cert_file"))
-    base = inventory if inventory.is_dir() else inventory.parent
+    ca_dir = hostvars.get("gateway_ca_dir")
+    ca = Path(ca_dir) / "ca.crt" if isinstance(ca_dir, str) and "{{" not in ca_dir else ca_cert(inventory)
     return host, GatewayTarget(str(hostvars.get("ansible_host") or host), int(hostvars.get("gateway_https_port", 443)),
-                               None if own_cert else base / "pki" / "ca.crt")
+                               None if own_cert else ca)
 
 
 def client_key(inv: Inventory, host: str, client: str | None) -> tuple[str, str]:

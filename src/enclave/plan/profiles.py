@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 
 from enclave.errors import InventoryError, UsageError
+from enclave.inventory_layout import kit_dir
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
-OPERATOR_SUBDIR = "profiles"  # next to the inventory: <inventory dir>/profiles/*.yml
+OPERATOR_SUBDIR = "profiles"  # next to the inventory: <dir>/profiles/*.yml (<dir>/.profiles in a directory inventory)
 REVISION_RE = re.compile(r"[0-9a-f]{40}")
 REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 PARALLELISM_STYLES = ("data-expert", "tensor")
@@ -78,8 +79,7 @@ def search_dirs(inventory: Path | None) -> list[Path]:
     """Where profiles are looked up, first match wins: the operator's directory beside the inventory, then ours."""
     dirs = []
     if inventory is not None:
-        base = inventory if inventory.is_dir() else inventory.parent
-        dirs.append(base / OPERATOR_SUBDIR)
+        dirs.append(kit_dir(inventory, OPERATOR_SUBDIR))
     return [*dirs, PROFILES_DIR]
 
 
