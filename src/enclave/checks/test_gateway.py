@@ -13,6 +13,7 @@ import yaml
 
 from enclave import paths
 from enclave.checks.settings import host_settings, render
+from enclave.inventory_layout import base_dir, ca_cert
 
 testinfra_hosts = ["ansible://enclave_gateway"]
 
@@ -24,11 +25,13 @@ OFF_LIST = ("/metrics", "/v1/tokenize", "/v1/load_lora_adapter", "/docs", "/serv
 def gateway(hostvars: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
     settings = host_settings(hostvars, "gateway")
     inventory = Path(request.config.getoption("ansible_inventory") or ".").resolve()
-    inventory_dir = inventory if inventory.is_dir() else inventory.parent
     if settings.get("gateway_tls_cert_file"):
         ca: Path | None = None  # the operator's certificate: the controller's own trust store judges it
+    elif "gateway_ca_dir" in hostvars:
+        where = render(hostvars["gateway_ca_dir"], {**settings, "inventory_dir": str(base_dir(inventory))})
+        ca = Path(where) / "ca.crt"
     else:
-        ca = Path(render(settings["gateway_ca_dir"], {**settings, "inventory_dir": str(inventory_dir)})) / "ca.crt"
+        ca = ca_cert(inventory)  # the role's default, by the same rule
     keys = settings.get("gateway_api_keys") or {}
     if not isinstance(keys, dict) or not all(isinstance(k, str) for k in keys.values()):
         pytest.skip("gateway_api_keys are not readable here (vaulted?): pass the vault password to verify")
