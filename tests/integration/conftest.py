@@ -45,6 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    # A test that tears the session's sandbox down runs after every other test (it then pays for no deploy).
+    items.sort(key=lambda item: item.get_closest_marker("destroys_sandbox") is not None)
 
 
 @pytest.fixture(scope="session", autouse=True)

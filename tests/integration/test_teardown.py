@@ -1,22 +1,20 @@
-"""`enclave teardown` on a sandbox of its own ("td"): the service phases deployed (provision, firewall, weights,
-gateway: no engines, which would cost minutes of CPU here), then teardown --keep-weights keeps exactly the models
-and the keys that verify them (a redeploy moves no weights), a full teardown leaves none of the kit's units, table,
-nginx or directories, and a rerun changes nothing."""
+"""`enclave teardown` on the session's deployed sandbox, as its very last test (`destroys_sandbox` orders it
+after every other test): teardown --keep-weights keeps exactly the models and the keys that verify them (a
+redeploy of the service phases moves no weights), a full teardown leaves none of the kit's units, table, nginx or
+directories, and a rerun changes nothing. The session's first deploy is what it tears down, so no deploy of its
+own is paid for."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from enclave.cli.teardown import teardown_request
 from enclave.runner import PlaybookRequest, run_playbook
-from enclave.sandbox import Sandbox
-from tests.integration.conftest import STATE, enclave, ssh
+from tests.integration.conftest import enclave, ssh
 
-NAME = "td"
 PHASES = ("provision.yml", "firewall.yml", "weights.yml", "gateway.yml")
 HOSTS = ("node1", "node2", "gateway")
 # What the kit leaves on a host, one line per item, read the same way before and after.
@@ -33,16 +31,6 @@ true
 MODEL_FILES = "find /srv/enclave/models -type f ! -name '.enclave-*' -printf '%p %i %T@\\n' | sort"
 
 
-@pytest.fixture(scope="module")
-def inventory() -> Iterator[Path]:
-    box = Sandbox(NAME, state_root=STATE)
-    status = box.up(nodes=2, report=lambda m: print(f"sandbox {NAME}: {m}"))
-    assert status.healthy and status.inventory is not None, status
-    yield status.inventory
-    if os.environ.get("ENCLAVE_TEST_KEEP_SANDBOX") != "1":  # kept for a look after a failure
-        box.down()
-
-
 def deploy_phases(inventory: Path) -> None:
     enclave("plan", "-i", str(inventory), check=True)
     for playbook in PHASES:
@@ -54,10 +42,11 @@ def probe(inventory: Path) -> dict[str, set[str]]:
     return {h: set(ssh(inventory, h, PROBE).stdout.split("\n")) - {""} for h in HOSTS}
 
 
-def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_change_nothing(inventory: Path) -> None:
-    deploy_phases(inventory)
+@pytest.mark.destroys_sandbox
+def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_change_nothing(
+        deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
     before = probe(inventory)
-    assert {"unit enclave-firewall", "table inet enclave", "dir /opt/enclave"} <= before["node1"]
+    assert {"unit enclave-engine", "unit enclave-firewall", "table inet enclave", "dir /opt/enclave"} <= before["node1"]
     gateway = {"unit enclave-weights-seed", "nginx running", "nginx installed", "dir /etc/nginx/enclave"}
     assert gateway <= before["gateway"]
     models = {h: ssh(inventory, h, MODEL_FILES).stdout for h in ("node1", "node2")}

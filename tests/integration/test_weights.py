@@ -24,7 +24,7 @@ from enclave.sandbox import Sandbox
 from enclave.sandbox.spec import SandboxSpec
 from enclave.weights.tinymodel import TINY_MODEL_REPO, make_tiny_model
 
-from .conftest import ENCLAVE, STATE, enclave, ssh
+from .conftest import ENCLAVE, SANDBOX, STATE, enclave, ssh
 
 MODEL_DIR = "/srv/enclave/models/" + TINY_MODEL_REPO.replace("/", "--")
 NODES = ("node1", "node2")
@@ -147,7 +147,7 @@ def _bytes_present(inventory: Path, host: str, revision: str) -> int:
 def test_an_interrupted_distribution_resumes_and_switching_back_moves_nothing(
         inventory: Path, weights_ready: str, tmp_path: Path) -> None:
     new = variant(tmp_path, "integration-resume", seed=1)
-    spec = Sandbox("test", state_root=STATE).recorded_spec()
+    spec = Sandbox(SANDBOX, state_root=STATE).recorded_spec()
     assert spec is not None
     _limit_downloads(spec, "256kbit")  # ~30 s for the model, so the relay can be cut in the middle
     try:
