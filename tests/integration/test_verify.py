@@ -62,3 +62,49 @@ def test_each_fault_fails_its_check_naming_host_and_cause(faults: None, inventor
     limited = enclave("verify", "-i", str(inventory), "--limit", "node2", "--json")
     data = json.loads(limited.stdout)
     assert {r["host"] for r in data["results"]} == {"node2"} and data["summary"]["failed"] == 1
+
+
+# -- engine: the faults the engine checks exist for, on node2 (node1 keeps serving for the rest of the session) --
+ENGINE_FAULTS = (
+    "chmod 0644 /etc/enclave/engine-api-key.env",
+    "sed -i '/^VLLM_NO_USAGE_STATS=/d' /etc/enclave/engine.env",
+    # the unit quotes every word of ExecStart
+    """sed -i 's/"--host" "[0-9.]*"/"--host" "0.0.0.0"/' /etc/systemd/system/enclave-engine.service""",
+)
+
+
+@pytest.fixture
+def engine_broken(deployed: subprocess.CompletedProcess[str], inventory: Path) -> Iterator[None]:
+    try:
+        for fault in ENGINE_FAULTS:
+            ssh(inventory, "node2", fault)
+        # a fault that did not land would make the test prove nothing
+        assert ssh(inventory, "node2", """grep -c -- '"--host" "0.0.0.0"' /etc/systemd/system/enclave-engine.service """
+                                       "&& ! grep -q VLLM_NO_USAGE_STATS /etc/enclave/engine.env").returncode == 0
+        ssh(inventory, "node2", "systemctl daemon-reload && systemctl restart enclave-engine.service")
+        yield
+    finally:
+        # the role puts back the unit, the environment and the key file's mode, and restarts the engine
+        enclave("deploy", "-i", str(inventory), "--limit", "node2", "--tags", "engine", check=True)
+
+
+def test_each_engine_fault_fails_its_check_naming_host_and_cause(engine_broken: None, inventory: Path) -> None:
+    result = enclave("verify", "-i", str(inventory), "--limit", "node2", "--json")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr
+    failed = {r["check"]: r["message"] for r in json.loads(result.stdout)["results"]
+              if r["host"] == "node2" and r["outcome"] == "failed"}
+    assert set(failed) == {"engine_listens_on_the_private_address_only",
+                           "engine_environment_is_offline_without_telemetry",
+                           "engine_key_file_is_closed_and_off_the_command_line"}, failed
+    assert "the engine listens on 0.0.0.0:8000" in failed["engine_listens_on_the_private_address_only"]
+    assert "VLLM_NO_USAGE_STATS is not set" in failed["engine_environment_is_offline_without_telemetry"]
+    assert ("/etc/enclave/engine-api-key.env is root:enclave 0644, should be root:enclave 0640"
+            in failed["engine_key_file_is_closed_and_off_the_command_line"])
+
+    ssh(inventory, "node2", "systemctl stop enclave-engine.service")
+    stopped = enclave("verify", "-i", str(inventory), "--limit", "node2", "--json")
+    assert stopped.returncode == 1
+    outcomes = {r["check"]: (r["outcome"], r["message"]) for r in json.loads(stopped.stdout)["results"]
+                if r["host"] == "node2"}
+    assert outcomes["engine_unit_enabled_and_active"] == (
+        "failed", "enclave-engine.service is inactive, not active"), outcomes
