@@ -37,7 +37,7 @@ def test_sandbox_profile_carries_the_cpu_facts() -> None:
     args = tiny.args_for("cpu")
     assert args[args.index("--max-model-len") + 1] == "256"
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.2"
-    assert tiny.env_for("cpu") == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert tiny.env_for("cpu") == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
 
 def test_operator_profile_beside_the_inventory_wins(tmp_path: Path) -> None:
