@@ -1,5 +1,6 @@
-"""What the firewall and gateway tests share: the firewall's counters read on a host, a TCP probe from a host,
-the sandbox's test "outside" host, and a client of the gateway that trusts the kit's CA."""
+"""What the firewall, gateway and day-2 tests share: the firewall's counters read on a host, a TCP probe from a
+host, the sandbox's test "outside" host, a client of the gateway that trusts the kit's CA, and which engine the
+gateway sent each request to."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from tests.integration.conftest import REPO, ssh
 OUTSIDE_ADDRESS = "198.51.100.7"
 OUTSIDE_PORT = 8080
 OUTSIDE_GREETING = "outside"
+ACCESS_LOG = "/var/log/nginx/enclave-access.log"
 
 # Accepts connections and greets each one: an "internet" service the nodes must never reach.
 _OUTSIDE_SERVER = f"""
@@ -152,6 +155,40 @@ def served_model(gateway: Gateway) -> str:
 
 def completion_body(model: str, *, stream: bool = False, max_tokens: int = 4) -> dict[str, Any]:
     return {"model": model, "prompt": "Hello", "max_tokens": max_tokens, "temperature": 0, "stream": stream}
+
+
+def send_completions(gateway: Gateway, model: str, request_ids: list[str]) -> None:
+    """One completion per id, sent through the gateway with that X-Request-Id; each must answer 200."""
+    for request_id in request_ids:
+        conn = gateway.connection()
+        try:
+            conn.request("POST", "/v1/completions", body=json.dumps(completion_body(model)),
+                         headers={"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json",
+                                  "X-Request-Id": request_id})
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200, f"{request_id}: HTTP {response.status} {body[:300]!r}"
+        finally:
+            conn.close()
+
+
+def upstreams(inventory: Path, request_ids: list[str]) -> dict[str, str]:
+    """request id -> the engine address(es) the gateway tried for it ("a, b" when it moved on), from its access log."""
+    found: dict[str, str] = {}
+    for line in ssh(inventory, "gateway", f"cat {ACCESS_LOG}").stdout.splitlines():
+        entry = json.loads(line)
+        if entry["request_id"] in request_ids:
+            found[entry["request_id"]] = entry["upstream"]
+    return found
+
+
+def answering_engines(gateway: Gateway, inventory: Path, model: str, *, count: int = 6) -> set[str]:
+    """The engine addresses that answered `count` completions sent through the gateway (200 each)."""
+    ids = [f"which-engine-{uuid.uuid4().hex}" for _ in range(count)]
+    send_completions(gateway, model, ids)
+    found = upstreams(inventory, ids)
+    assert len(found) == count, f"the access log has {len(found)} of the {count} requests"
+    return {upstream.split(", ")[-1] for upstream in found.values()}
 
 
 def engine_phase_in_site() -> bool:

@@ -22,13 +22,14 @@ from tests.integration.nethelpers import (
     engine_phase_in_site,
     engines_serve,
     host_address,
+    send_completions,
     served_model,
     tcp_probe,
+    upstreams,
     wait_until,
 )
 
 NODES = ("node1", "node2")
-ACCESS_LOG = "/var/log/nginx/enclave-access.log"
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +48,6 @@ def engine_port(inventory: Path) -> int:
     plan = inventory.parent / "group_vars" / "all" / "enclave_plan.yml"
     data = yaml.safe_load(plan.read_text()) if plan.is_file() else None
     return int(((data or {}).get("enclave_plan") or {}).get("port", 8000))
-
-
-def upstreams(inventory: Path, request_ids: list[str]) -> dict[str, str]:
-    """request id -> the engine address the gateway sent it to, from the gateway's access log."""
-    found: dict[str, str] = {}
-    for line in ssh(inventory, "gateway", f"cat {ACCESS_LOG}").stdout.splitlines():
-        entry = json.loads(line)
-        if entry["request_id"] in request_ids:
-            found[entry["request_id"]] = entry["upstream"]
-    return found
 
 
 def engine_healthy(inventory: Path, node: str) -> bool:
@@ -175,15 +166,7 @@ def node1_engine_stopped(inventory: Path) -> Iterator[None]:
 def test_requests_succeed_with_one_engine_stopped(gateway: Gateway, model: str, inventory: Path,
                                                   node1_engine_stopped: None) -> None:
     ids = [f"failover-{uuid.uuid4().hex}" for _ in range(8)]
-    for request_id in ids:
-        conn = gateway.connection()
-        conn.request("POST", "/v1/completions", body=json.dumps(completion_body(model)),
-                     headers={"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json",
-                              "X-Request-Id": request_id})
-        response = conn.getresponse()
-        assert response.status == 200, response.read()[:300]
-        response.read()
-        conn.close()
+    send_completions(gateway, model, ids)
     node2 = f"{host_address(inventory, 'node2')}:{engine_port(inventory)}"
     served_by = upstreams(inventory, ids)
     assert len(served_by) == len(ids)

@@ -17,7 +17,6 @@ import re
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from enclave.mirror.repo import publish
 from enclave.plan import planfile
 from enclave.weights.tinymodel import TINY_MODEL_REPO, make_tiny_model
 from tests.integration.conftest import enclave, ssh
-from tests.integration.nethelpers import Gateway, completion_body, host_address, served_model
+from tests.integration.nethelpers import Gateway, answering_engines, completion_body, host_address, served_model
 from tests.integration.test_weights import HUB_ROOT, MODEL_DIR, current, planned_revision, variant
 
 # Opt-in until the module has passed end to end: on this 2-core machine a new engine stalled starting under the load
@@ -42,7 +41,6 @@ pytestmark = pytest.mark.skipif(os.environ.get("ENCLAVE_TEST_DAY2") != "1",
 NODES = ("node1", "node2")
 UNIT = "enclave-engine.service"
 DRAINED_FILE = "/etc/enclave/gateway-drained"
-ACCESS_LOG = "/var/log/nginx/enclave-access.log"
 
 
 # -- the load: two clients through the gateway for the whole operation --------------------------------------------
@@ -156,26 +154,6 @@ def revision_files(inventory: Path, host: str, revision: str) -> str:
     return ssh(inventory, host, f"cd {MODEL_DIR}/{revision} && find . -type f -printf '%p %i %s %T@\\n' | sort").stdout
 
 
-def served_by_each_node(gateway: Gateway, inventory: Path, model: str, count: int = 6) -> set[str]:
-    """Engine addresses that answered `count` completions through the gateway (200 each), from the access log."""
-    ids = [f"update-after-{uuid.uuid4().hex}" for _ in range(count)]
-    for request_id in ids:
-        conn = gateway.connection()
-        conn.request("POST", "/v1/completions", body=json.dumps(completion_body(model)),
-                     headers={"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json",
-                              "X-Request-Id": request_id})
-        response = conn.getresponse()
-        assert response.status == 200, response.read()[:300]
-        response.read()
-        conn.close()
-    found = set()
-    for line in ssh(inventory, "gateway", f"tail -n 400 {ACCESS_LOG}").stdout.splitlines():
-        entry = json.loads(line)
-        if entry["request_id"] in ids:
-            found.add(entry["upstream"].split(", ")[-1])
-    return found
-
-
 def changes(proc: subprocess.CompletedProcess[str]) -> int:
     match = re.search(r"ok: (\d+) change\(s\)", proc.stdout)
     assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -186,6 +164,18 @@ def timed(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     proc = enclave(*args)
     return proc, time.monotonic() - start
+
+
+def succeeds_under_load(scene: Scene, what: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `enclave ARGS` while the two clients send completions through the gateway: it must exit 0 and no
+    request may fail. Prints the request count, the failures and the operation's duration."""
+    with Load(scene.gateway, scene.model) as load:
+        proc, seconds = timed(*args)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    report = load.check(what)
+    print(f"{what}: {seconds:.0f} s, {changes(proc)} change(s)")
+    assert report.failures == [], report.failures[:10]
+    return proc
 
 
 # -- the module's sandbox state, put back whatever happens ----------------------------------------------------------
@@ -249,20 +239,14 @@ def scene(deployed: subprocess.CompletedProcess[str], inventory: Path,
 
 # -- the proofs (in order: each starts where the one before left the cluster) -----------------------------------
 def test_update_moves_every_node_without_a_failed_request(scene: Scene) -> None:
-    inv = str(scene.inventory)
-    with Load(scene.gateway, scene.model) as load:
-        proc, seconds = timed("update", "-i", inv, "--model-revision", scene.new)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    report = load.check("update")
-    print(f"update {scene.planned[:12]} -> {scene.new[:12]} on {len(NODES)} nodes: {seconds:.0f} s, "
-          f"{changes(proc)} change(s)")
-    assert report.failures == [], report.failures[:10]
+    proc = succeeds_under_load(scene, f"update {scene.planned[:12]} -> {scene.new[:12]} on {len(NODES)} nodes",
+                               "update", "-i", str(scene.inventory), "--model-revision", scene.new)
     for host in NODES:
         state = engine_process(scene.inventory, host)
         assert current(scene.inventory, host) == scene.new, host
         assert state["ActiveState"] == "active" and state["Revision"] == scene.new, (host, state)
     assert drained(scene.inventory) == []
-    assert served_by_each_node(scene.gateway, scene.inventory, scene.model) == set(scene.addresses.values())
+    assert answering_engines(scene.gateway, scene.inventory, scene.model) == set(scene.addresses.values())
     assert planfile.read(scene.inventory)["revision"] == scene.new
     assert f"every node serves {scene.new}" in proc.stdout
 
@@ -285,12 +269,7 @@ def test_rollback_returns_every_node_without_moving_a_byte(scene: Scene) -> None
     inv = scene.inventory
     records = {h: transfer_record(inv, h) for h in NODES}
     files = {h: revision_files(inv, h, scene.planned) for h in NODES}
-    with Load(scene.gateway, scene.model) as load:
-        proc, seconds = timed("rollback", "-i", str(inv))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    report = load.check("rollback")
-    print(f"rollback {scene.new[:12]} -> {scene.planned[:12]}: {seconds:.0f} s, {changes(proc)} change(s)")
-    assert report.failures == [], report.failures[:10]
+    proc = succeeds_under_load(scene, f"rollback {scene.new[:12]} -> {scene.planned[:12]}", "rollback", "-i", str(inv))
     assert f"-> {scene.planned}" in proc.stderr + proc.stdout
     for host in NODES:
         state = engine_process(inv, host)
@@ -300,7 +279,7 @@ def test_rollback_returns_every_node_without_moving_a_byte(scene: Scene) -> None
         assert revision_files(inv, host, scene.planned) == files[host], f"rollback rewrote model files on {host}"
     assert "relay" not in proc.stdout.lower() and "rsync" not in proc.stdout.lower(), proc.stdout
     assert drained(inv) == []
-    assert served_by_each_node(scene.gateway, inv, scene.model) == set(scene.addresses.values())
+    assert answering_engines(scene.gateway, inv, scene.model) == set(scene.addresses.values())
 
 
 def test_an_update_that_cannot_start_stops_at_the_first_node(scene: Scene) -> None:
@@ -323,18 +302,13 @@ def test_an_update_that_cannot_start_stops_at_the_first_node(scene: Scene) -> No
     assert out == ["node1"], out
     assert revisions == {"node1": scene.broken, "node2": scene.planned}
     assert states["node2"]["ActiveState"] == "active" and states["node2"]["Revision"] == scene.planned
-    assert served_by_each_node(scene.gateway, inv, scene.model) == {scene.addresses["node2"]}
+    assert answering_engines(scene.gateway, inv, scene.model) == {scene.addresses["node2"]}
     assert planfile.read(inv)["revision"] == scene.planned, "a failed update recorded its revision in the plan"
 
     # The way back the runbook gives: rollback moves the failed node only, restarts it and puts it back.
-    with Load(scene.gateway, scene.model) as load:
-        back, seconds = timed("rollback", "-i", str(inv))
-    assert back.returncode == 0, back.stdout[-4000:] + back.stderr[-2000:]
-    report = load.check("rollback after the failed update")
-    print(f"rollback of the failed node: {seconds:.0f} s")
-    assert report.failures == [], report.failures[:10]
+    succeeds_under_load(scene, "rollback of the failed node", "rollback", "-i", str(inv))
     for host in NODES:
         assert current(inv, host) == scene.planned
     assert engine_process(inv, "node2")["MainPID"] == states["node2"]["MainPID"], "rollback restarted node2"
     assert drained(inv) == []
-    assert served_by_each_node(scene.gateway, inv, scene.model) == set(scene.addresses.values())
+    assert answering_engines(scene.gateway, inv, scene.model) == set(scene.addresses.values())
