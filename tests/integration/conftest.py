@@ -45,8 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-    # A test that tears the session's sandbox down runs after every other test (it then pays for no deploy).
-    items.sort(key=lambda item: item.get_closest_marker("destroys_sandbox") is not None)
+    # A test that adds a node runs after every test that expects two; a test that tears the session's sandbox down
+    # runs after every other test (it then pays for no deploy).
+    items.sort(key=lambda item: 2 if item.get_closest_marker("destroys_sandbox")
+               else 1 if item.get_closest_marker("grows_sandbox") else 0)
 
 
 @pytest.fixture(scope="session", autouse=True)
