@@ -340,3 +340,22 @@ def test_the_rolling_play_checks_every_node_first_then_moves_batches() -> None:
                      "Take the batch's replicas out of the rotation and let their requests finish",
                      "Switch current and restart the engine on the revision and build",
                      "Put the batch's replicas back into the rotation"]
+
+
+def test_a_new_build_is_checked_then_installed_without_a_restart_and_the_roll_never_installs() -> None:
+    engine = PLAYBOOKS / "roles/engine"
+    install = [t["name"] for t in yaml.safe_load((engine / "tasks/install.yml").read_text())]
+    # The wheelhouse check comes before anything is written on the node.
+    assert install.index("Check the wheelhouse holds this engine build") < install.index("Create the engine venv")
+    (handler,) = yaml.safe_load((engine / "handlers/main.yml").read_text())
+    assert handler["when"] == "engine_restart | bool"
+    assert yaml.safe_load((engine / "defaults/main.yml").read_text())["engine_restart"] is True
+    block = yaml.safe_load((engine / "tasks/main.yml").read_text())[1]["block"]
+    gated = {t["ansible.builtin.import_tasks"]: t.get("when") for t in block}
+    assert gated["install.yml"] == "engine_install | bool" and gated["installed.yml"] == "not engine_install | bool"
+    moves = yaml.safe_load((PLAYBOOKS / "roles/update/tasks/main.yml").read_text())[3]["block"]
+    restart = moves[-1]
+    assert restart["ansible.builtin.include_role"] == {"name": "engine"}
+    assert restart["vars"]["engine_install"] is False
+    assert restart["vars"]["engine_vllm_version"] == "{{ update_target_version }}"
+    assert moves[0]["name"] == "Record what this node ran before it moves"
