@@ -112,3 +112,15 @@ def test_new_failure_is_set_only_by_the_event_that_adds_it() -> None:
     snap = progress.snapshot()
     progress.feed({"event": "runner_on_ok", "event_data": {"host": "a", "res": {"changed": True}}})
     assert snap.hosts["a"].changed == 0 and progress.hosts["a"].changed == 1
+
+
+def test_a_message_that_names_its_host_is_not_prefixed_twice() -> None:
+    progress = RunProgress()
+    res = {"msg": "node1: the engine (replica-1, rank 0) is not ready: the engine exited while starting"}
+    progress.feed({"event": "runner_on_failed", "event_data": {"host": "node1", "task": "t", "play": "p", "res": res}})
+    progress.feed({"event": "runner_on_failed", "event_data": {"host": "node2", "task": "t", "play": "p",
+                                                                "res": {"msg": "node1: is the head of node2"}}})
+    assert [(f.host, f.message) for f in progress.failures] == [
+        ("node1", "the engine (replica-1, rank 0) is not ready: the engine exited while starting"),
+        ("node2", "node1: is the head of node2"),
+    ]

@@ -89,9 +89,12 @@ class RunProgress:
         return self.hosts.setdefault(name, HostTally())
 
     def _failure(self, data: dict[str, Any], *, unreachable: bool) -> TaskFailure:
-        return TaskFailure(host=str(data.get("host", "?")), task=str(data.get("task") or self.task or "?"),
-                           play=str(data.get("play") or self.play or "?"),
-                           message=failure_message(data.get("res") or {}), unreachable=unreachable)
+        host = str(data.get("host", "?"))
+        # Roles start their messages with the host so plain ansible-playbook output names it; the failure already
+        # carries the host, and every report prefixes it.
+        message = failure_message(data.get("res") or {}).removeprefix(f"{host}: ")
+        return TaskFailure(host=host, task=str(data.get("task") or self.task or "?"),
+                           play=str(data.get("play") or self.play or "?"), message=message, unreachable=unreachable)
 
     def _take_stats(self, data: dict[str, Any]) -> None:
         # Ansible's own recap is authoritative (it knows about rescued blocks); events only filled the gap.
