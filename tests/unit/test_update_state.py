@@ -57,17 +57,31 @@ def test_a_node_moves_when_its_revision_or_build_differs_and_records_what_it_ran
         "retry": {**_node(tmp_path / "retry", current=NEW, build="0.32.0+cpu", env_revision=OLD, record={
             "before": {"revision": OLD, "vllm_version": "0.31.0"},
             "after": {"revision": NEW, "vllm_version": "0.33.0"}}), "update_vllm_version": "0.33.0"},
+        # looks done, but an earlier update took it out and it never came back (it failed readiness): it moves, so
+        # it proves it serves before it rejoins
+        "failed": {**_node(tmp_path / "failed", current=NEW, build="0.33.0+cpu", env_revision=NEW),
+                   "update_vllm_version": "0.33.0"},
+        # done and drained by an operator: not the update's, it stays as it is
+        "drained": {**_node(tmp_path / "drained", current=NEW, build="0.33.0+cpu", env_revision=NEW),
+                    "update_vllm_version": "0.33.0"},
     }
+    # The gateway's files (/etc/enclave on the gateway; read through the first node's settings here, where every
+    # host has the same /etc/enclave).
+    gateway_etc = Path(hosts["both"]["enclave_etc_dir"])
+    (gateway_etc / "gateway-drained").write_text("# drained\nfailed\ndrained\n")
+    (gateway_etc / "update-drained").write_text("# the update's\nfailed\n")
     plan = {"version": 1, "repo": REPO, "revision": OLD, "port": 8000,
             "replicas": [{"name": f"replica-{h}", "hosts": [h]} for h in hosts]}
-    out = render(tmp_path, roles=["update"], groups={"enclave_nodes": {h: {} for h in hosts}},
+    groups = {"enclave_nodes": {h: {} for h in hosts}, "enclave_gateway": {"gw": {}}}
+    out = render(tmp_path, roles=["update"], groups=groups, hosts="enclave_nodes",
                  templates={"decision": str(tmp_path / "decision.j2"), "record": "update/update-previous.yml.j2"},
                  extra={"enclave_plan": plan, "update_revision": NEW, "nodes": hosts},
                  task_files=(str(tmp_path / "settings.yml"), "update/tasks/state.yml"))
     decision = {h: out[h]["decision"].split() for h in hosts}
     assert decision == {"both": ["True", "0.32.0", "0.33.0"], "build": ["True", "0.32.0", "0.33.0"],
                         "there": ["False", "0.33.0", "0.33.0"], "inventory": ["True", "0.32.0", "0.33.0"],
-                        "keeps": ["False", "0.32.0", "0.32.0"], "retry": ["True", "0.32.0", "0.33.0"]}
+                        "keeps": ["False", "0.32.0", "0.32.0"], "retry": ["True", "0.32.0", "0.33.0"],
+                        "failed": ["True", "0.33.0", "0.33.0"], "drained": ["False", "0.33.0", "0.33.0"]}
     records = {h: yaml.safe_load(out[h]["record"]) for h in hosts}
     assert out["both"]["record"].startswith("# Managed by enclave from templates/update/update-previous.yml.j2")
     assert records["both"] == {"before": {"revision": OLD, "vllm_version": "0.32.0"},
