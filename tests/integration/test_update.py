@@ -1,11 +1,13 @@
 """Day-2 operations on the session's deployed sandbox, with engines and clients: `enclave update` moves both nodes to
 a new model revision while two clients keep sending completions through the gateway, and none fails; a rerun changes
 nothing and restarts nothing; `enclave rollback` goes back without moving a byte; an update whose revision cannot
-start stops at the first node, which stays out of the rotation while the other keeps serving.
+start stops at the first node, which stays out of the rotation while the other keeps serving, and stays out when
+the same update is run again.
 
 Engine starts are what this costs on CPUs (minutes each on a loaded 2-core machine): update 2, rerun 0, rollback 2,
-the failed update 1 (it fails as soon as vLLM exits) and its rollback 1. The module leaves the sandbox as it found
-it: every node on the planned revision and serving, nothing drained, the plan file unchanged.
+the failed update 1 and its rerun 1 (each fails as soon as vLLM exits) and the rollback after them 1. The module
+leaves the sandbox as it found it: every node on the planned revision and serving, nothing drained, the plan file
+unchanged.
 """
 
 from __future__ import annotations
@@ -304,6 +306,18 @@ def test_an_update_that_cannot_start_stops_at_the_first_node(scene: Scene) -> No
     assert states["node2"]["ActiveState"] == "active" and states["node2"]["Revision"] == scene.planned
     assert answering_engines(scene.gateway, inv, scene.model) == {scene.addresses["node2"]}
     assert planfile.read(inv)["revision"] == scene.planned, "a failed update recorded its revision in the plan"
+
+    # Rerun unchanged: node1 looks done (its current and engine.env name the revision) but the update left it out,
+    # so it moves again, must pass readiness, fails again and stays out; node2 is not touched.
+    with Load(scene.gateway, scene.model) as load:
+        again, seconds = timed("update", "-i", str(inv), "--model-revision", scene.broken)
+    report = load.check("rerun of the failed update")
+    print(f"rerun of the failed update: exit {again.returncode} after {seconds:.0f} s")
+    assert again.returncode == 1, (again.stdout + again.stderr)[-4000:]
+    assert report.failures == [], report.failures[:10]
+    assert set(re.findall(r"^  FAILED (\S+):", again.stdout, re.MULTILINE)) == {"node1"}, again.stdout[-4000:]
+    assert drained(inv) == ["node1"]
+    assert engine_process(inv, "node2")["MainPID"] == states["node2"]["MainPID"], "the rerun restarted node2"
 
     # The way back the runbook gives: rollback moves the failed node only, restarts it and puts it back.
     succeeds_under_load(scene, "rollback of the failed node", "rollback", "-i", str(inv))
