@@ -10,13 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from enclave.cli.teardown import teardown_request
 from enclave.runner import PlaybookRequest, run_playbook
 from tests.integration.conftest import enclave, ssh
 
 PHASES = ("provision.yml", "firewall.yml", "weights.yml", "gateway.yml")
-HOSTS = ("node1", "node2", "gateway")
 # What the kit leaves on a host, one line per item, read the same way before and after.
 PROBE = r"""
 for u in enclave-engine enclave-weights-seed enclave-firewall; do
@@ -38,8 +38,14 @@ def deploy_phases(inventory: Path) -> None:
         assert result.exit_code == 0, f"{playbook}: {[(f.host, f.message) for f in result.progress.failures]}"
 
 
+def enclave_hosts(inventory: Path) -> list[str]:
+    """Every host of the inventory: the gateway and the nodes, three or more once test_scale_out added one."""
+    groups = yaml.safe_load(inventory.read_text())["all"]["children"].values()
+    return sorted({host for group in groups for host in group.get("hosts") or {}})
+
+
 def probe(inventory: Path) -> dict[str, set[str]]:
-    return {h: set(ssh(inventory, h, PROBE).stdout.split("\n")) - {""} for h in HOSTS}
+    return {h: set(ssh(inventory, h, PROBE).stdout.split("\n")) - {""} for h in enclave_hosts(inventory)}
 
 
 @pytest.mark.destroys_sandbox
@@ -56,7 +62,9 @@ def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_ch
     assert "removes:" in kept.stderr and "kept" in kept.stderr
     after = probe(inventory)
     model_dir = "in /srv/enclave/models/enclave-sandbox--tiny-llama"
-    for host in HOSTS:
+    hosts = enclave_hosts(inventory)
+    assert {"gateway", "node1", "node2"} <= set(hosts), hosts
+    for host in hosts:
         assert after[host] - {"dir /etc/enclave", "dir /srv/enclave", model_dir} == {
             "in /etc/enclave/weights-allowed-signers",
             *(["in /etc/enclave/weights-signing-key", "in /etc/enclave/weights-signing-key.pub"]
@@ -69,7 +77,7 @@ def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_ch
         assert set(again.splitlines()) ^ set(listing.splitlines()) == set(), host
 
     enclave("teardown", "-i", str(inventory), "--yes", check=True)
-    assert probe(inventory) == {h: set() for h in HOSTS}
+    assert probe(inventory) == {h: set() for h in hosts}
     rerun = run_playbook(teardown_request(inventory, keep_weights=False))
     assert rerun.exit_code == 0
-    assert {h: t.changed for h, t in rerun.progress.hosts.items()} == dict.fromkeys(HOSTS, 0)
+    assert {h: t.changed for h, t in rerun.progress.hosts.items()} == dict.fromkeys(hosts, 0)
