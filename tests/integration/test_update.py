@@ -152,8 +152,10 @@ def transfer_record(inventory: Path, host: str) -> str:
 
 
 def revision_files(inventory: Path, host: str, revision: str) -> str:
-    """Inode, size and mtime of every file of a revision: any copy or repair changes one of them."""
-    return ssh(inventory, host, f"cd {MODEL_DIR}/{revision} && find . -type f -printf '%p %i %s %T@\\n' | sort").stdout
+    """Inode, size and mtime of every file of a revision: any copy or repair changes one of them. The stamp cache
+    (.enclave-stamps.json) is bookkeeping every verification rewrites, not a model file."""
+    return ssh(inventory, host, f"cd {MODEL_DIR}/{revision} && "
+                                f"find . -type f ! -name '.enclave-*' -printf '%p %i %s %T@\\n' | sort").stdout
 
 
 def changes(proc: subprocess.CompletedProcess[str]) -> int:
