@@ -300,7 +300,7 @@ def test_an_update_that_cannot_start_stops_at_the_first_node(scene: Scene) -> No
     assert proc.returncode == 1, output[-4000:]
     assert report.failures == [], report.failures[:10]
     assert set(re.findall(r"^  FAILED (\S+):", proc.stdout, re.MULTILINE)) == {"node1"}, output[-4000:]
-    assert re.search(r"^node1: .*engine.* is not ready: the engine exited while starting", output, re.MULTILINE), \
+    assert re.search(r"^node1: .*engine.* is not ready:\s+the engine exited while starting", output, re.MULTILINE), \
         output[-4000:]
     assert "EnclaveNoSuchModelForCausalLM" in output, "the CLI does not say why the engine failed"
     assert out == ["node1"], out
