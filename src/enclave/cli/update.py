@@ -9,7 +9,6 @@ batch fails beyond --max-fail.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,15 +17,14 @@ import typer
 
 from enclave.cli.common import InventoryOpt, VerboseOpt, console, err, reports_errors, resolve_inventory
 from enclave.cli.progress import run_with_progress
-from enclave.cli.weights import STATUS_TASK
+from enclave.cli.weights import collect_status
 from enclave.engine.build import VLLM_VERSION
-from enclave.errors import RunError, UsageError
+from enclave.errors import UsageError
 from enclave.plan import planfile
 from enclave.plan.decide import one_value
 from enclave.plan.inventory import Inventory, validate
 from enclave.plan.parallelism import REVISION_VAR
-from enclave.runner import PlaybookRequest, run_playbook
-from enclave.runner.events import RunProgress
+from enclave.runner import PlaybookRequest
 
 _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SERIAL_RE = re.compile(r"([1-9][0-9]*)(%?)")
@@ -150,27 +148,9 @@ def _state_text(state: tuple[str, str] | None) -> str:
 
 def collect_rollback_state(path: Path, nodes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each node's weights status and engine build report (playbooks/rollback-state.yml, reads only)."""
-    states: dict[str, Any] = {}
     builds: dict[str, Any] = {}
-
-    def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
-        data = event.get("event_data") or {}
-        if event.get("event") != "runner_on_ok":
-            return
-        res = data.get("res") or {}
-        if data.get("task") == STATUS_TASK:
-            try:
-                states[data["host"]] = json.loads(res.get("stdout") or "{}")
-            except ValueError:
-                states[data["host"]] = {"error": f"unreadable status: {str(res.get('stdout'))[:200]}"}
-        elif data.get("task") == BUILD_TASK and isinstance(res.get("msg"), dict):
-            builds[data["host"]] = res["msg"]
-
-    result = run_playbook(PlaybookRequest(playbook="rollback-state.yml", inventory=path, limit=",".join(nodes)),
-                          on_event=on_event)
-    if result.exit_code != 0:
-        failures = "; ".join(f"{f.host}: {f.message}" for f in result.progress.failures) or result.status
-        raise RunError(f"could not read what the nodes ran before: {failures} (run dir {result.run_dir})")
+    states = collect_status(path, ",".join(nodes), playbook="rollback-state.yml", what="what the nodes ran before",
+                            reports=builds, report_task=BUILD_TASK)
     return states, builds
 
 

@@ -84,24 +84,32 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
     raise typer.Exit(report_results(results, as_json_output))
 
 
-def collect_status(path: Path, limit: str | None = None) -> dict[str, dict[str, Any]]:
-    """Each host's `nodetool status` of the planned model, read through a playbook that changes nothing."""
+def collect_status(path: Path, limit: str | None = None, *, playbook: str = "weights-status.yml",
+                   what: str = "the weights state", reports: dict[str, dict[str, Any]] | None = None,
+                   report_task: str = "") -> dict[str, dict[str, Any]]:
+    """Each host's `nodetool status` of the planned model, read through a playbook that changes nothing. With
+    `reports`, each host's dict message of `report_task` (a debug task of the same playbook) lands there too."""
     found: dict[str, dict[str, Any]] = {}
 
     def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
         data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task") == STATUS_TASK:
-            stdout = (data.get("res") or {}).get("stdout") or "{}"
+        if event.get("event") != "runner_on_ok":
+            return
+        res = data.get("res") or {}
+        if data.get("task") == STATUS_TASK:
+            stdout = res.get("stdout") or "{}"
             try:
                 found[data["host"]] = json.loads(stdout)
             except ValueError:
                 found[data["host"]] = {"error": f"unreadable status: {stdout[:200]}"}
+        elif reports is not None and report_task and data.get("task") == report_task \
+                and isinstance(res.get("msg"), dict):
+            reports[data["host"]] = res["msg"]
 
-    result = run_playbook(PlaybookRequest(playbook="weights-status.yml", inventory=path, limit=limit),
-                          on_event=on_event)
+    result = run_playbook(PlaybookRequest(playbook=playbook, inventory=path, limit=limit), on_event=on_event)
     if result.exit_code != 0:
         failures = "; ".join(f"{f.host}: {f.message}" for f in result.progress.failures) or result.status
-        raise RunError(f"could not read the weights state: {failures} (run dir {result.run_dir})")
+        raise RunError(f"could not read {what}: {failures} (run dir {result.run_dir})")
     return found
 
 
