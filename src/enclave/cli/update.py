@@ -190,8 +190,9 @@ def _roll(path: Path, inv: Inventory, plan: dict[str, Any], request: PlaybookReq
                   f"{revision}, or the next `enclave deploy` switches every node back at once", highlight=False,
                   soft_wrap=True)
     # The plan file holds no engine version (the inventory's engine_vllm_version decides): only a warning here.
-    if version and _inventory_vllm_version(inv) != version:
-        err.print(f"[yellow]the inventory's {VERSION_VAR} is {_inventory_vllm_version(inv)}[/] (set or the kit's "
+    deployed_version = _inventory_vllm_version(inv) if version else ""
+    if version and deployed_version != version:
+        err.print(f"[yellow]the inventory's {VERSION_VAR} is {deployed_version}[/] (set or the kit's "
                   f"default): set it to {version}, or the next `enclave deploy` switches every node's vLLM at once",
                   highlight=False, soft_wrap=True)
     console.print(f"every node serves {revision}{f' on vLLM {version}' if version else ''}")
