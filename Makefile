@@ -4,11 +4,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Host tools the sandbox runs (debootstrap, systemd-nspawn, ip, gpg, apt-ftparchive, chronyd) and the
-# real validators the unit tests call (chronyd -p, apt).
-HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt-utils chrony nftables systemd
+# The one list of Debian packages a fresh machine needs for `make demo` and `make test`: the tools the sandbox
+# runs (debootstrap, systemd-nspawn, ip, gpg, apt-ftparchive, chronyd), the real validators and servers the unit
+# tests run (nginx, nft, systemd-analyze, openssl), what the integration tests and the controller side of the
+# roles run (tc, pgrep, ssh, rsync). tests/host_tools.py maps each tool to its package and
+# tests/unit/test_host_packages.py fails when a tool the code runs is missing here.
+HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt-utils chrony nftables systemd \
+	nginx openssl procps rsync coreutils dpkg apt
 
-.PHONY: demo test unit integration lint bench host-packages venv clean sandbox-down
+.PHONY: demo test unit integration lint bench host-packages print-host-packages check-fresh venv clean sandbox-down
 
 demo: venv host-packages
 	$(BIN)/enclave sandbox up
@@ -53,6 +57,14 @@ host-packages:
 	  echo "installing host packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+print-host-packages:
+	@echo $(HOST_PACKAGES)
+
+# Rehearses a fresh machine without one: a bare Debian 12 root (debootstrap minbase) plus only HOST_PACKAGES
+# must hold every tool tests/host_tools.py maps (about 3 minutes; the bare root is cached).
+check-fresh: venv host-packages
+	$(BIN)/python -m tests.check_fresh $(HOST_PACKAGES)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache src/*.egg-info

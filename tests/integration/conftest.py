@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from enclave.sandbox import Sandbox, SandboxStatus
-from enclave.sandbox.system import TOOL_PACKAGES
+from tests.host_tools import TOOL_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
 # Stable across runs so a killed test run's sandbox is found (and recovered) by the next one.

@@ -5,7 +5,6 @@ rendered argument list of every plan shape, so no unknown or misspelled flag shi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from enclave.engine.build import SANDBOX_BUILD
 from enclave.engine.venv import ensure_venv
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError
+from tests.host_tools import require_tool
 from tests.unit.engine_render import exec_start_argv, render, role_vars
 
 CASES = sorted((Path(__file__).parent / "engine_cases").glob("*.yml"))
@@ -47,10 +47,7 @@ def rendered(case: Path) -> Iterator[tuple[str, dict[str, Any], str]]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
 def test_unit_passes_systemd_analyze_verify(case: Path, tmp_path: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        if os.environ.get("ENCLAVE_INTEGRATION") == "required":
-            pytest.fail("systemd-analyze is missing (Debian package systemd); ENCLAVE_INTEGRATION=required")
-        pytest.skip("systemd-analyze is missing (Debian package systemd)")
+    require_tool("systemd-analyze")
     for host, variables, unit in rendered(case):
         # verify checks that ExecStart's program exists and is executable: point the venv at a real one.
         venv = tmp_path / host / "venv"

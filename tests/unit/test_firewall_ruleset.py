@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.host_tools import require_tool
 from tests.unit.role_render import RenderError, render
 
 GROUPS = {
@@ -37,8 +37,7 @@ def rulesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def nft_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("nft") is None:
-        pytest.fail("nft is missing: install the Debian package nftables (make host-packages)")
+    require_tool("nft")
     path = tmp_path / "ruleset.nft"
     path.write_text(text)
     return subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True, timeout=60, check=False)
@@ -118,10 +117,9 @@ def test_unit_loads_replaces_and_removes_only_the_table(rulesets: dict[str, str]
 
 
 def test_unit_passes_systemd_analyze(tmp_path: Path, rulesets: dict[str, str]) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.fail("systemd-analyze is missing (Debian package systemd)")
+    require_tool("systemd-analyze")
     unit = tmp_path / "enclave-firewall.service"
-    unit.write_text(rulesets["node1.unit"].replace("/usr/sbin/nft", shutil.which("nft") or "/usr/sbin/nft"))
+    unit.write_text(rulesets["node1.unit"].replace("/usr/sbin/nft", require_tool("nft")))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0, proc.stderr

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.host_tools import require_tool
 from tests.unit.role_render import render
 
 # The longest key the role accepts (200 characters) must fit nginx's map hash too.
@@ -171,8 +172,7 @@ def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str]
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    if shutil.which("nginx") is None:
-        pytest.fail("nginx is missing: install the Debian package nginx (make host-packages)")
+    require_tool("nginx")
     tmp = tmp_path_factory.mktemp("gateway")
     engine_port, https_port = free_port(), free_port()
     files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
