@@ -172,3 +172,56 @@ def test_unreachable_hosts_are_listed(tmp_path: Path) -> None:
     assert "do not answer SSH; nothing was changed" in str(caught.value)
     assert sorted(p.split("'")[1] for p in caught.value.problems) == ["gw", "n1", "n2"]
     assert all(f"127.0.0.1:{port}" in p and "refused" in p.lower() for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("enclave_opt_dir", "/opt"), ("enclave_root", "/srv"), ("enclave_etc_dir", "/etc/"), ("enclave_root", "/"),
+    ("enclave_models_dir", "/var"), ("enclave_home", "/home/alice"), ("enclave_home", "/root"),
+    ("enclave_opt_dir", "/usr"), ("enclave_root", "/boot"), ("enclave_root", "/tmp"),
+    ("enclave_opt_dir", "/opt/enclave/../other"), ("enclave_root", "srv/enclave"),
+])
+def test_system_directory_for_the_kit_is_refused(tmp_path: Path, name: str, value: str) -> None:
+    write_inventory(tmp_path)
+    (tmp_path / "group_vars").mkdir()
+    file = tmp_path / "group_vars" / "all.yml"
+    file.write_text(yaml.safe_dump({name: value}))
+    [problem] = problems_of(tmp_path / "hosts.yml")
+    assert str(file) in problem and name in problem
+
+
+def test_own_directories_for_the_kit_pass(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path, all_vars={"enclave_opt_dir": "/opt/acme-enclave", "enclave_root": "/data/llm",
+                                               "enclave_models_dir": "/data/llm/store/models"})
+    validate(path, reachable=False)
+
+
+@pytest.mark.parametrize("user", ["root", "0"])
+def test_root_service_user_is_refused(tmp_path: Path, user: str) -> None:
+    path = write_inventory(tmp_path, all_vars={"enclave_user": user})
+    [problem] = problems_of(path)
+    assert str(path) in problem and "enclave_user" in problem and "root" in problem
+
+
+@pytest.mark.parametrize("host", ["gw;touch${IFS}x", "gw$(id)", "-oProxyCommand=x", "gw_01"])
+def test_host_name_that_is_not_a_host_name_is_refused(tmp_path: Path, host: str) -> None:
+    path = write_inventory(tmp_path, groups={"enclave_nodes": ["n1"], "enclave_gateway": [host],
+                                             "enclave_staging": ["n1"]})
+    [problem] = problems_of(path)
+    assert str(path) in problem and repr(host) in problem
+
+
+def test_ansible_host_that_is_not_an_address_is_refused(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["all"]["hosts"]["gw"]["ansible_host"] = "10.0.0.1 -oProxyCommand=touch"
+    path.write_text(yaml.safe_dump(data))
+    [problem] = problems_of(path)
+    assert str(path) in problem and "ansible_host" in problem and "host 'gw'" in problem
+
+
+def test_ansible_host_in_an_ini_inventory_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text("[enclave_nodes]\nn1 ansible_host=10.0.0.1\n[enclave_gateway]\ngw ansible_host='a;b'\n"
+                    "[enclave_staging]\nn1\n[all:vars]\nenclave_private_network=10.0.0.0/24\n")
+    [problem] = problems_of(path)
+    assert "ansible_host of host 'gw'" in problem and "'a;b'" in problem

@@ -2,7 +2,9 @@
 
 Findings, each naming the file (and line for YAML errors), the variable or the host:
 YAML that does not parse; an inventory Ansible cannot read; missing enclave groups; unknown `enclave_*` or
-role variables (likely typos, with a suggestion); values of the wrong type; hosts that do not answer SSH.
+role variables (likely typos, with a suggestion); values of the wrong type; kit directories that are system
+directories, a root service user, host names and addresses that are not host names (host_inputs.py); hosts that
+do not answer SSH.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 from enclave import paths
 from enclave.ansible_env import ansible_env
 from enclave.errors import InventoryError, UsageError
+from enclave.plan.host_inputs import KIT_DIRS, check_address, check_host, check_kit_dir, check_service_user
 from enclave.plan.known_vars import KnownVars, load_known_vars
 from enclave.plan.parallelism import parse_overrides
 from enclave.plan.profiles import REVISION_RE
@@ -214,7 +217,30 @@ def _check_revision(value: Any, where: str) -> None:
 
 # Values whose meaning the planner defines: checked here too, so a typo fails before any host is touched.
 _CHECKED: dict[str, Callable[[Any, str], Any]] = {"enclave_parallelism": parse_overrides,
-                                                  "enclave_model_revision": _check_revision}
+                                                  "enclave_model_revision": _check_revision,
+                                                  # What reaches a host's file system or a command line.
+                                                  **dict.fromkeys(KIT_DIRS, check_kit_dir),
+                                                  "enclave_user": check_service_user,
+                                                  "ansible_host": check_address}
+
+
+def check_host_names(inventory: Inventory, found: list[_Found]) -> list[str]:
+    """Every host's name (with the file that names it where a YAML source does) and its ansible_host where no
+    YAML source sets it (check_variables names the file of those)."""
+    files = {entry.where.removeprefix("host '").removesuffix("'"): entry.file
+             for entry in found if entry.where.startswith("host '")}
+    literal = {str(entry.values["ansible_host"]) for entry in found if "ansible_host" in entry.values}
+    problems = []
+    for host in inventory.hosts():
+        file = files.get(host, inventory.path)
+        address = inventory.hostvars[host].get("ansible_host")
+        try:
+            check_host(host, str(file))
+            if address is not None and str(address) not in literal and not _templated(address):
+                check_address(address, f"{file}: ansible_host of host '{host}'")
+        except UsageError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _templated(value: Any) -> bool:
@@ -247,6 +273,7 @@ def validate(path: Path, *, reachable: bool = True, known: KnownVars | None = No
     inventory = ansible_inventory(path)
     problems = check_groups(inventory)
     problems += check_variables(found, known or load_known_vars(paths.roles_dir()))
+    problems += check_host_names(inventory, found)
     if problems:
         raise InventoryError(f"{path}: the inventory has {len(problems)} problem(s)", problems)
     if reachable:
