@@ -66,7 +66,7 @@ def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_ch
     assert {"gateway", "node1", "node2"} <= set(hosts), hosts
     for host in hosts:
         assert after[host] - {"dir /etc/enclave", "dir /srv/enclave", model_dir} == {
-            "in /etc/enclave/weights-allowed-signers",
+            "in /etc/enclave/weights-allowed-signers", "in /etc/enclave/created-paths",
             *(["in /etc/enclave/weights-signing-key", "in /etc/enclave/weights-signing-key.pub"]
               if host == "gateway" else [])}, host
     # The kept revisions verify again with the kept keys: a redeploy moves and rewrites no model file (the stamp
