@@ -96,3 +96,16 @@ def test_the_request_is_the_teardown_playbook(tmp_path: Path) -> None:
     request = teardown_request(tmp_path / "hosts.yml", keep_weights=True)
     assert request.playbook == "teardown.yml" and request.extra_vars["teardown_keep_weights"] is True
     assert (Path(__file__).resolve().parents[2] / "playbooks" / request.playbook).is_file()
+
+
+def test_the_warning_names_the_inventorys_own_paths(runs: list[Any], example: Path) -> None:
+    (example / "group_vars" / "all" / "paths.yml").write_text(
+        "enclave_root: /data/llm\nenclave_models_dir: '{{ enclave_root }}/store/models'\n"
+        "enclave_opt_dir: /opt/acme-enclave\n")
+    (example / "host_vars").mkdir(exist_ok=True)
+    (example / "host_vars" / "gpu02.yml").write_text("enclave_etc_dir: /etc/enclave-b\n")
+    result = runner.invoke(app, ["teardown", "-i", str(example)], input="no\n")
+    warning = result.output.partition("type the inventory's name")[0]
+    assert "/data/llm/store/models: DELETED" in warning and "/opt/acme-enclave" in warning
+    assert "/etc/enclave-b (on gpu02)" in warning and "/etc/enclave (on gpu01, gw01)" in warning
+    assert "/srv/enclave" not in warning and "/opt/enclave," not in warning

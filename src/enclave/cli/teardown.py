@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import jinja2
 import typer
+import yaml
 
+from enclave import paths
 from enclave.cli.common import InventoryOpt, VerboseOpt, console, err, reports_errors, resolve_inventory
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
@@ -20,6 +23,8 @@ from enclave.runner import PlaybookRequest
 CONFIRM_WORD = "teardown"
 # Directory names that say nothing about which cluster an inventory describes.
 _GENERIC_NAMES = {"inventory", "inventories", "hosts"}
+# The kit's directories teardown removes (playbooks/roles/teardown/vars/main.yml, teardown_dirs).
+KIT_DIRS = ("enclave_root", "enclave_models_dir", "enclave_opt_dir", "enclave_etc_dir")
 
 
 def inventory_name(path: Path) -> str:
@@ -29,23 +34,55 @@ def inventory_name(path: Path) -> str:
     return next((p for p in parts if p and p.lower() not in _GENERIC_NAMES), CONFIRM_WORD)
 
 
-def teardown_warning(inv: Inventory, *, keep_weights: bool) -> list[str]:
-    """What goes, per group of hosts (pure: the test reads it)."""
+def kit_dirs(inv: Inventory, defaults: dict[str, Any] | None = None) -> dict[str, dict[str, list[str]]]:
+    """{variable: {path: hosts}} for the kit's directories as each host resolves them: the inventory's values over
+    the enclave role's defaults, templates (`{{ enclave_root }}/models`) rendered as Ansible would."""
+    if defaults is None:
+        defaults = yaml.safe_load((paths.roles_dir() / "enclave" / "defaults" / "main.yml").read_text()) or {}
+    found: dict[str, dict[str, list[str]]] = {name: {} for name in KIT_DIRS}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - paths, not HTML
+    for host in inv.enclave_hosts():
+        values = {**defaults, **inv.hostvars.get(host, {})}
+        for name in KIT_DIRS:
+            value = str(values.get(name, ""))
+            for _ in range(5):  # a template may name another templated variable
+                if "{{" not in value:
+                    break
+                try:
+                    value = env.from_string(value).render(values)
+                except jinja2.TemplateError:
+                    break  # shown as written: Ansible resolves it on the host
+            found[name].setdefault(value, []).append(host)
+    return found
+
+
+def _where(places: dict[str, list[str]]) -> str:
+    if len(places) == 1:
+        return next(iter(places))
+    return "; ".join(f"{path} (on {', '.join(hosts)})" for path, hosts in places.items())
+
+
+def teardown_warning(inv: Inventory, *, keep_weights: bool,
+                     dirs: dict[str, dict[str, list[str]]] | None = None) -> list[str]:
+    """What goes, per group of hosts, with the inventory's own paths (pure given `dirs`: the test reads it)."""
     def hosts(group: str) -> str:
         return ", ".join(inv.hosts(group)) or "none"
 
+    where = {name: _where(places) for name, places in (dirs or kit_dirs(inv)).items()}
     models = "kept (with the keys that verify them)" if keep_weights else "DELETED"
     return [
-        f"nodes ({hosts('enclave_nodes')}): enclave-engine.service, the vLLM venvs under /opt/enclave, "
-        f"the weights tools; model revisions under /srv/enclave/models: {models}",
+        f"nodes ({hosts('enclave_nodes')}): enclave-engine.service, the vLLM venvs under "
+        f"{where['enclave_opt_dir']}, the weights tools; model revisions under {where['enclave_models_dir']}: "
+        f"{models}",
         f"gateway ({hosts('enclave_gateway')}): the kit's nginx configuration (/etc/nginx/enclave) and, where the "
         "kit wrote nginx.conf, nginx itself (purged): clients get no answer from then on",
         f"staging ({hosts('enclave_staging')}): enclave-weights-seed.service, the hub client; staged revisions: "
         f"{models}",
         f"every host ({hosts('all')}): enclave-firewall.service and the nftables table inet enclave "
-        "(the host is no longer isolated), /etc/enclave (API keys, engine and gateway settings), /opt/enclave, "
-        "/srv/enclave",
-        "left in place: the enclave user and its home, package sources, time sync, kernel settings, NVIDIA stack",
+        f"(the host is no longer isolated), {where['enclave_etc_dir']} (API keys, engine and gateway settings), "
+        f"{where['enclave_opt_dir']}, {where['enclave_root']}",
+        "left in place: any of those directories that existed before the kit's first deploy (with what is in it), "
+        "the enclave user and its home, package sources, time sync, kernel settings, NVIDIA stack",
     ]
 
 
