@@ -67,7 +67,7 @@ def model(tmp_path: Path) -> Path:
 
 
 def flip_byte_keeping_stat(path: Path, offset: int = 1000) -> None:
-    """Corrupt one byte in place and put the mtime back: size, mtime and inode then all match the stamp."""
+    """Corrupt one byte in place and put the mtime back: size, mtime and inode then match the stamp (ctime moves)."""
     st = path.stat()
     with path.open("r+b") as f:
         f.seek(offset)
@@ -232,7 +232,7 @@ def test_verify_reports_each_kind_of_damage(model: Path, capsys: pytest.CaptureF
     with (model / "tokenizer/tokenizer.json").open("ab") as f:
         f.write(b" ")
     flip_byte_keeping_stat(model / "model-00001-of-00002.safetensors")
-    flip_byte_keeping_stat(model / "model-00002-of-00002.safetensors")  # stamped at build: only --deep sees it
+    flip_byte_keeping_stat(model / "model-00002-of-00002.safetensors")  # only its ctime moved
 
     code, out = run_json(["verify", str(model), "--deep"], capsys)
     assert code == 1
@@ -271,15 +271,24 @@ def test_stamps_skip_rehash_until_a_file_changes(model: Path) -> None:
     assert shard.name not in json.loads((model / STAMPS_NAME).read_text())
 
 
-def test_deep_catches_a_flip_that_kept_size_mtime_and_inode(model: Path) -> None:
+def test_a_same_size_edit_with_its_mtime_put_back_fails_the_stamp_verify(model: Path) -> None:
     assert verify_tree(model).files_from_stamps == len(FILES)
-    flip_byte_keeping_stat(model / "model-00001-of-00002.safetensors")
-    assert verify_tree(model).ok  # the documented blind spot of stamps: why --deep exists
+    shard = model / "model-00001-of-00002.safetensors"
+    before = shard.stat()
+    # ctime comes from the kernel's coarse clock (one tick, at most 10 ms): let one pass since the fixture's utime.
+    time.sleep(0.05)
+    flip_byte_keeping_stat(shard)
+    after = shard.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert after.st_ctime_ns != before.st_ctime_ns  # the one thing the edit could not put back
+
+    report = verify_tree(model)  # not --deep: the stamp must not vouch for the edited file
+    assert not report.ok and report.files_hashed == 1 and report.files_from_stamps == len(FILES) - 1
+    assert [(p.path, p.kind) for p in report.problems] == [(shard.name, "sha256")]
+    assert shard.name not in json.loads((model / STAMPS_NAME).read_text())
     deep = verify_tree(model, deep=True)
     assert deep.files_hashed == len(FILES)
-    assert [(p.path, p.kind) for p in deep.problems] == [("model-00001-of-00002.safetensors", "sha256")]
-    assert "model-00001-of-00002.safetensors" not in json.loads((model / STAMPS_NAME).read_text())
-    assert not verify_tree(model).ok  # and the bad file's stamp is gone for good
+    assert [(p.path, p.kind) for p in deep.problems] == [(shard.name, "sha256")]
 
 
 def test_freshly_written_files_are_not_stamped(tmp_path: Path) -> None:

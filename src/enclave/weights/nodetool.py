@@ -648,7 +648,18 @@ def _entries_from_hashes(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Stamps: a cache of sha256 by (size, mtime_ns, inode), so reruns need not rehash unchanged files
+# Stamps: a cache of sha256 by (size, mtime_ns, ctime_ns, inode), so reruns need not rehash unchanged files. ctime
+# is in the key because mtime is not evidence: anyone may write a file and put its old mtime back (os.utime), but
+# the kernel moves ctime on every write, utime, chmod or rename, and nothing but a clock change can set it back.
+
+
+STAMP_KEY = ("size", "mtime_ns", "ctime_ns", "inode")
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What a stamp must match, in STAMP_KEY's order. A cache written before ctime joined the key fails
+    _stamp_is_valid and is dropped: the first verify after that upgrade rehashes once."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def load_stamps(directory: Path) -> dict[str, dict[str, Any]]:
@@ -663,9 +674,9 @@ def load_stamps(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 def _stamp_is_valid(stamp: Any) -> bool:
-    if not isinstance(stamp, dict) or set(stamp) != {"size", "mtime_ns", "inode", "sha256"}:
+    if not isinstance(stamp, dict) or set(stamp) != {*STAMP_KEY, "sha256"}:
         return False
-    ints = all(type(stamp[k]) is int for k in ("size", "mtime_ns", "inode"))
+    ints = all(type(stamp[k]) is int for k in STAMP_KEY)
     return ints and isinstance(stamp["sha256"], str) and SHA256_RE.fullmatch(stamp["sha256"]) is not None
 
 
@@ -679,18 +690,18 @@ def make_stamp(path: Path, before: os.stat_result, size: int, sha: str) -> dict[
         after = os.lstat(path)
     except OSError:
         return None
-    same = (before.st_size, before.st_mtime_ns, before.st_ino) == (after.st_size, after.st_mtime_ns, after.st_ino)
+    same = stat_key(before) == stat_key(after)
     if not same or size != after.st_size:
         return None
     if time.time_ns() - after.st_mtime_ns < RACY_WINDOW_NS:
         return {}
-    return {"size": after.st_size, "mtime_ns": after.st_mtime_ns, "inode": after.st_ino, "sha256": sha}
+    return {**dict(zip(STAMP_KEY, stat_key(after), strict=True)), "sha256": sha}
 
 
 def stamp_vouches(stamp: dict[str, Any] | None, st: os.stat_result, entry: FileEntry) -> bool:
     if stamp is None:
         return False
-    same_file = (stamp["size"], stamp["mtime_ns"], stamp["inode"]) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    same_file = tuple(stamp[k] for k in STAMP_KEY) == stat_key(st)
     return same_file and stamp["sha256"] == entry.sha256
 
 
