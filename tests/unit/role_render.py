@@ -25,6 +25,22 @@ def render(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[str,
     for members in groups.values():
         for host in members:
             (out / host).mkdir(parents=True, exist_ok=True)
+    renders = [{"name": f"Render {name}", "ansible.builtin.template": {
+        "src": str(REPO / "templates" / path), "dest": f"{out}/{{{{ inventory_hostname }}}}/{name}",
+        "mode": "0600"}, "delegate_to": "localhost"} for name, path in templates.items()]
+    proc = run_play(tmp, roles=roles, groups=groups, extra=extra, hosts=hosts, task_files=task_files,
+                    tasks=renders)
+    if proc.returncode != 0:
+        raise RenderError(proc.stdout[-3000:] + proc.stderr[-2000:])
+    return {host.name: {f.name: f.read_text() for f in host.iterdir()} for host in out.iterdir()
+            if any(host.iterdir())}
+
+
+def run_play(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[str, Any]]], extra: dict[str, Any],
+             hosts: str = "all", task_files: tuple[str, ...] = (), tasks: list[dict[str, Any]] | None = None,
+             args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook (with `args`, e.g. -vvv) over a local play that runs the roles' `task_files` and then
+    `tasks` on `hosts`; its output and exit status, whatever they are."""
     inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
                          "children": {g: {"hosts": h} for g, h in groups.items()}}}
     (tmp / "hosts.yml").write_text(yaml.safe_dump(inventory))
@@ -33,9 +49,7 @@ def render(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[str,
     play = [{
         "name": "Render", "hosts": hosts, "gather_facts": False, "vars_files": var_files,
         "tasks": [{"name": f"Run {path}", "ansible.builtin.include_tasks": str(ROLES / path)} for path in task_files]
-        + [{"name": f"Render {name}", "ansible.builtin.template": {
-            "src": str(REPO / "templates" / path), "dest": f"{out}/{{{{ inventory_hostname }}}}/{name}",
-            "mode": "0600"}, "delegate_to": "localhost"} for name, path in templates.items()],
+        + (tasks or []),
     }]
     (tmp / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     (tmp / "extra.json").write_text(json.dumps({"enclave_templates_dir": str(REPO / "templates"), **extra}))
@@ -44,14 +58,10 @@ def render(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[str,
     env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
            "ANSIBLE_FILTER_PLUGINS": str(REPO / "playbooks" / "filter_plugins"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False",
-           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp / "hosts.yml"),
-                           str(tmp / "play.yml"), "-e", f"@{tmp / 'extra.json'}"],
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False", **(env or {})}
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp / "hosts.yml"),
+                           str(tmp / "play.yml"), "-e", f"@{tmp / 'extra.json'}", *args],
                           capture_output=True, text=True, env=env, cwd=tmp, timeout=300, check=False)
-    if proc.returncode != 0:
-        raise RenderError(proc.stdout[-3000:] + proc.stderr[-2000:])
-    return {host.name: {f.name: f.read_text() for f in host.iterdir()} for host in out.iterdir()
-            if any(host.iterdir())}
 
 
 class RenderError(Exception):

@@ -1,0 +1,162 @@
+"""The hub token never rides a command line, an environment variable or a log (issue #14, finding 2).
+
+Ansible writes a task's `environment:` into the remote shell command (`/bin/sh -c 'HF_TOKEN=... python ...'`), so
+a secret there shows in `ps` on both ends, in sudo's journal line and in -vvv output. The weights role hands the
+token over in a 0600 file instead; these tests run its real fetch tasks with a local ansible-playbook at -vvv, a
+stand-in for the hub client that records what it was given and what every process on the machine showed, and
+look for the token everywhere but that file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.unit.role_render import REPO, ROLES, run_play
+
+TOKEN = "hf_unitFakeToken7c1e5d0b9a44f2"  # noqa: S105 - a made-up value the tests hunt for
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+# Records argv, environment and the token file as the fetch sees them, and every process's command line and
+# environment at that moment (the `ps` sample); exits 1 when a `fail` file sits beside it.
+FAKE_CLIENT = """#!{python}
+import json, os, stat, sys
+from pathlib import Path
+here = Path(sys.argv[0]).resolve().parent
+token = {token!r}
+seen = []
+for proc in Path("/proc").iterdir():
+    for part in ("cmdline", "environ"):
+        try:
+            data = (proc / part).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if token in data:
+            seen.append(proc.name + "/" + part + ": " + data.replace(chr(0), " ")[:300])
+record = {{"argv": sys.argv, "environ": dict(os.environ), "processes_showing_token": seen}}
+if "--token-file" in sys.argv:
+    path = Path(sys.argv[sys.argv.index("--token-file") + 1])
+    record["token_file"] = {{"path": str(path), "mode": oct(stat.S_IMODE(path.stat().st_mode)),
+                            "content": path.read_text()}}
+(here / "record.json").write_text(json.dumps(record))
+if (here / "fail").exists():
+    print(json.dumps({{"ok": False, "error": "HfHubHTTPError: 401 Client Error (the mirror said no)"}}))
+    sys.exit(1)
+print(json.dumps({{"ok": True, "files": 1, "bytes_total": 5, "bytes_downloaded": 5, "seconds": 0.1}}))
+"""
+FAKE_PIP = "#!/bin/sh\necho 'Requirement already satisfied: huggingface_hub'\n"
+
+
+def _fetch(tmp: Path, *, token: str, fail: bool = False) -> tuple[Any, dict[str, Any], Path]:
+    """Run fetch_hf.yml at -vvv against the stand-in client: (process, what the client recorded, token file)."""
+    opt, root = tmp / "opt", tmp / "srv"
+    bin_dir = opt / "hub-client" / "bin"
+    bin_dir.mkdir(parents=True)
+    (root / "weights-work").mkdir(parents=True, mode=0o700)  # stage.yml makes it before the fetch
+    for name, text in (("python", FAKE_CLIENT.format(python=sys.executable, token=TOKEN)), ("pip", FAKE_PIP)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    if fail:
+        (bin_dir / "fail").write_text("")
+    proc = run_play(tmp, roles=["weights"], groups={"enclave_staging": {"staging": {}}},
+                    task_files=("weights/tasks/fetch_hf.yml",), args=("-vvv",),
+                    extra={"enclave_opt_dir": str(opt), "enclave_root": str(root),
+                           "enclave_models_dir": str(tmp / "models"),
+                           "weights_source": {"type": "hf", "endpoint": "http://127.0.0.1:9"},
+                           "weights_repo": "org/name", "weights_revision": REVISION, "weights_hf_token": token})
+    record = json.loads((bin_dir / "record.json").read_text())
+    return proc, record, root / "weights-work" / "hub-token"
+
+
+def _assert_token_nowhere_but_its_file(proc: Any, record: dict[str, Any], token_file: Path) -> None:
+    assert TOKEN not in proc.stdout + proc.stderr, "the token is in ansible-playbook -vvv output"
+    assert TOKEN not in json.dumps(record["argv"]), "the token is on the fetch's command line"
+    assert [k for k, v in record["environ"].items() if TOKEN in v] == [], "the token is in the fetch's environment"
+    assert record["processes_showing_token"] == [], "a process showed the token in /proc during the fetch"
+    assert record["token_file"] == {"path": str(token_file), "mode": "0o600", "content": TOKEN}
+    assert not token_file.exists(), "the token file outlived the fetch"
+
+
+def test_the_token_reaches_the_fetch_only_in_a_0600_file_removed_afterwards(tmp_path: Path) -> None:
+    proc, record, token_file = _fetch(tmp_path, token=TOKEN)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _assert_token_nowhere_but_its_file(proc, record, token_file)
+    assert record["environ"]["HF_ENDPOINT"] == "http://127.0.0.1:9"  # the non-secret settings still arrive
+
+
+def test_the_token_file_is_removed_when_the_fetch_fails(tmp_path: Path) -> None:
+    proc, record, token_file = _fetch(tmp_path, token=TOKEN, fail=True)
+    assert proc.returncode != 0
+    assert "fetching org/name@" in proc.stdout and "the mirror said no" in proc.stdout
+    _assert_token_nowhere_but_its_file(proc, record, token_file)
+
+
+def test_without_a_token_no_token_file_is_passed(tmp_path: Path) -> None:
+    proc, record, token_file = _fetch(tmp_path, token="")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "--token-file" not in record["argv"] and "token_file" not in record
+    assert "HF_TOKEN" not in record["environ"]
+
+
+# --- static: no role hands a secret to `environment:` -------------------------------------------------------------
+
+SECRET_NAME = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_key", re.IGNORECASE)
+JINJA_NAME = re.compile(r"\b[a-z_][a-z0-9_]*\b")
+PATH_SUFFIXES = ("_file", "_path", "_dir")
+
+
+def _role_variables() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(ROLES.glob("*/*/main.yml")):
+        if path.parent.name in ("defaults", "vars"):
+            found.update(yaml.safe_load(path.read_text()) or {})
+    return found
+
+
+def _environments(node: Any, where: str) -> list[tuple[str, Any]]:
+    """Every `environment:` value in a parsed playbook or task file, with the file it came from."""
+    if isinstance(node, dict):
+        found = [(where, node["environment"])] if "environment" in node else []
+        return found + [e for v in node.values() for e in _environments(v, where)]
+    if isinstance(node, list):
+        return [e for v in node for e in _environments(v, where)]
+    return []
+
+
+def _secret_references(value: str) -> list[str]:
+    names = [n for expr in re.findall(r"{{(.*?)}}", value, re.S) for n in JINJA_NAME.findall(expr)]
+    return [n for n in names if SECRET_NAME.search(n) and not n.endswith(PATH_SUFFIXES)]
+
+
+def test_no_playbook_or_role_passes_a_secret_through_environment() -> None:
+    variables = _role_variables()
+    problems: list[str] = []
+    files = sorted((REPO / "playbooks").rglob("*.yml"))
+    environments = [e for f in files for e in _environments(yaml.safe_load(f.read_text()), str(f.relative_to(REPO)))]
+    assert environments, "found no `environment:` at all: the scan is looking in the wrong place"
+    for where, env in environments:
+        if isinstance(env, str):
+            ref = re.fullmatch(r"{{\s*([a-z_][a-z0-9_]*)\s*}}", env.strip())
+            if ref is None or not isinstance(variables.get(ref.group(1)), dict):
+                problems.append(f"{where}: environment {env!r} is not a role variable holding a mapping")
+                continue
+            env = variables[ref.group(1)]
+        for key, value in env.items():
+            text = str(value)
+            if SECRET_NAME.search(key) and "{{" in text:
+                problems.append(f"{where}: {key} takes a computed value in environment: {text}")
+            problems += [f"{where}: {key} carries the secret {name}" for name in _secret_references(text)]
+    assert problems == []
+
+
+def test_the_task_that_writes_the_token_file_logs_nothing() -> None:
+    # Its arguments hold the token itself: no_log keeps them out of every callback, -vvv and the runner's events.
+    tasks = yaml.safe_load((ROLES / "weights" / "tasks" / "fetch_hf.yml").read_text())
+    block = next(t for t in tasks if "block" in t)
+    copy = next(t for t in block["block"] if "ansible.builtin.copy" in t)
+    assert copy["ansible.builtin.copy"]["mode"] == "0600" and copy["no_log"] is True
