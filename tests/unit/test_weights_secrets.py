@@ -19,7 +19,7 @@ import yaml
 
 from tests.unit.role_render import REPO, ROLES, run_play
 
-TOKEN = "hf_unitFakeToken7c1e5d0b9a44f2"  # noqa: S105 - a made-up value the tests hunt for
+TOKEN = "hf_unitFakeToken7c1e5d0b9a44f2"  # a made-up value the tests hunt for
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 # Records argv, environment and the token file as the fetch sees them, and every process's command line and
@@ -97,7 +97,7 @@ def test_the_token_file_is_removed_when_the_fetch_fails(tmp_path: Path) -> None:
 
 
 def test_without_a_token_no_token_file_is_passed(tmp_path: Path) -> None:
-    proc, record, token_file = _fetch(tmp_path, token="")
+    proc, record, _ = _fetch(tmp_path, token="")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "--token-file" not in record["argv"] and "token_file" not in record
     assert "HF_TOKEN" not in record["environ"]

@@ -214,3 +214,26 @@ def import_bundle(
         console.print(f"staged {info['repo']}@{info['revision']}; `enclave weights sync --revision "
                       f"{info['revision']}` spreads it to the nodes", highlight=False)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@reports_errors
+def rekey(
+    fingerprint: Annotated[str, typer.Option(
+        "--fingerprint", help="The staging host's new key, as the refusal printed it (SHA256:...).",
+        show_default=False)],
+    inventory: InventoryOpt = None,
+) -> None:
+    """Trust a new signing key of the staging host: re-pin the weights signer after a rebuild or key change."""
+    from enclave.weights import signer
+
+    path = resolve_inventory(inventory)
+    old = signer.read_pin(path)
+    if old == fingerprint:
+        console.print(f"weights signer {fingerprint} is already pinned in {signer.pin_path(path)}", highlight=False,
+                      soft_wrap=True)
+        return
+    pinned = signer.write_pin(path, fingerprint, "accepted by enclave weights rekey")
+    console.print(f"weights signer: {old or 'none'} -> {fingerprint}, pinned in {pinned}; the next `enclave "
+                  "weights sync` (or deploy) re-stages the revision under the new key (rehashed, re-signed) and "
+                  "gives the nodes that key", highlight=False, soft_wrap=True)
