@@ -10,13 +10,17 @@ look for the token everywhere but that file.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from enclave.mirror import make_server, publish
 from tests.unit.role_render import REPO, ROLES, run_play
 
 TOKEN = "hf_unitFakeToken7c1e5d0b9a44f2"  # a made-up value the tests hunt for
@@ -160,3 +164,39 @@ def test_the_task_that_writes_the_token_file_logs_nothing() -> None:
     block = next(t for t in tasks if "block" in t)
     copy = next(t for t in block["block"] if "ansible.builtin.copy" in t)
     assert copy["ansible.builtin.copy"]["mode"] == "0600" and copy["no_log"] is True
+
+
+# --- hubfetch: the token file is what authenticates ---------------------------------------------------------------
+
+
+def test_hubfetch_authenticates_with_the_token_file_alone(tmp_path: Path) -> None:
+    """The real client against the kit's mirror with a token required: hubfetch gets through with --token-file
+    and an environment without HF_TOKEN, and is refused without the file."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text('{"model_type": "llama"}\n')
+    (source / "LICENSE").write_text("MIT License\n")
+    commit = publish(tmp_path / "mirror", "org/name", source)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "token").chmod(0o600)
+    server = make_server(tmp_path / "mirror", bind="127.0.0.1", port=0, token=TOKEN)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_XET="1",
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1", NO_PROXY="127.0.0.1")
+    hubfetch = [sys.executable, str(REPO / "src/enclave/weights/hubfetch.py"), "--json", "--repo", "org/name",
+                "--revision", commit, "--expect-out", str(tmp_path / "expect.json")]
+    try:
+        refused = subprocess.run([*hubfetch, "--dest", str(tmp_path / "a")], env=env, capture_output=True,
+                                 text=True, timeout=120, check=False)
+        fetched = subprocess.run([*hubfetch, "--dest", str(tmp_path / "b"), "--token-file", str(tmp_path / "token")],
+                                 env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert refused.returncode == 1 and "401" in refused.stdout, refused.stdout + refused.stderr
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert json.loads(fetched.stdout)["files"] == 2
+    assert (tmp_path / "b" / "config.json").read_text() == '{"model_type": "llama"}\n'

@@ -24,6 +24,7 @@ from enclave.sandbox.node import Node
 from enclave.sandbox.pkgrepo import PackageRepo, role_packages
 from enclave.sandbox.spec import SandboxSpec
 from enclave.ssh_probe import probe_ssh
+from enclave.weights import signer
 
 Report = Callable[[str], None]
 
@@ -133,6 +134,8 @@ class Sandbox:
                 report("the base image changed since the nodes were made: recreating their disks")
                 self._stop_nodes(state, report)
                 shutil.rmtree(self.home / "nodes", ignore_errors=True)
+                # New disks, so a new staging host and signing key: the inventory's pin of the old one would refuse it.
+                signer.pin_path(self.inventory_path).unlink(missing_ok=True)
                 state["nodes"] = {}
             state.update(spec={"inference_nodes": spec.inference_nodes, "subnet": str(spec.network)},
                          image=image.key)
