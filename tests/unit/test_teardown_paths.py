@@ -80,7 +80,13 @@ def test_teardown_leaves_a_directory_that_was_there_before(tmp_path: Path) -> No
 def test_keep_weights_keeps_models_nested_below_the_root(tmp_path: Path) -> None:
     dirs = tree(tmp_path)
     deploy(tmp_path, dirs)
+    # The controller's pin of the signing key, beside each run's inventory: kept with the key, forgotten with it.
+    pins = {name: tmp_path / name / "pki" / "weights-signer" for name in ("keep", "full")}
+    for pin in pins.values():
+        pin.parent.mkdir(parents=True)
+        pin.write_text("SHA256:old\n")
     run(tmp_path, "keep", ("teardown/tasks/files.yml",), dirs, teardown_keep_weights=True)
+    assert pins["keep"].read_text() == "SHA256:old\n"
     assert (dirs["enclave_models_dir"] / "org--model" / "rev" / "model.safetensors").read_text() == "weights"
     assert sorted(p.name for p in dirs["enclave_root"].iterdir()) == ["data"]
     assert sorted(p.name for p in (dirs["enclave_root"] / "data").iterdir()) == ["models"]
@@ -89,3 +95,4 @@ def test_keep_weights_keeps_models_nested_below_the_root(tmp_path: Path) -> None
 
     run(tmp_path, "full", ("teardown/tasks/files.yml",), dirs, teardown_keep_weights=False)
     assert not dirs["enclave_root"].exists() and not dirs["enclave_etc_dir"].exists()
+    assert not pins["full"].exists(), "a full teardown removed the signing key but kept its pin"
