@@ -27,7 +27,9 @@ from tests.host_tools import require_tool
 from tests.unit.role_render import render
 
 # The longest key the role accepts (200 characters) must fit nginx's map hash too.
-CLIENT_KEYS = {"team-a": "ta-" + "A" * 197, "batch": "bt-" + "b" * 40}
+CLIENT_KEYS = {"team-a": "ta-" + "A" * 197, "batch": "bt-" + "b" * 40,
+               # Regex metacharacters the key alphabet allows: they must match only themselves.
+               "dotted": "d.t+" + "q" * 30}
 ENGINE_KEY = "engine-" + "e" * 30
 NODES = {"node1": "127.0.0.11", "node2": "127.0.0.12"}
 
@@ -74,6 +76,13 @@ class Engine:
             def do_GET(self) -> None:
                 engine.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
                 self._json(200, {"served_by": engine.name})
+
+            def do_HEAD(self) -> None:
+                engine.seen.append({"path": self.path, "method": "HEAD"})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -239,6 +248,122 @@ def test_valid_key_reaches_an_engine_with_the_engines_key(gateway: Gateway) -> N
     assert seen[0]["x-request-id"] == "trace-123"
     status, headers, _ = gateway.request("GET", "/v1/models", CLIENT_KEYS["batch"])
     assert status == 200 and len(headers["x-request-id"]) >= 16, "the gateway makes a request id when none is sent"
+
+
+def test_keys_match_exactly(gateway: Gateway) -> None:
+    for engine in gateway.engines.values():
+        engine.seen.clear()
+    near = [CLIENT_KEYS["batch"].upper(), CLIENT_KEYS["team-a"].lower(), CLIENT_KEYS["batch"].capitalize(),
+            "dXt+" + "q" * 30, "d.tt+" + "q" * 30, CLIENT_KEYS["batch"] + "x", CLIENT_KEYS["batch"][:-1]]
+    for key in near:
+        status, _, body = gateway.request("POST", "/v1/completions", key, {"prompt": "hi"})
+        assert status == 401, f"a key near a real one ({key[:6]}...) got {status}"
+        assert json.loads(body)["error"]["code"] == 401
+    assert not any(e.seen for e in gateway.engines.values()), "a near key reached an engine"
+    for key in CLIENT_KEYS.values():
+        assert gateway.request("POST", "/v1/completions", key, {"prompt": "hi"})[0] == 200
+    # The scheme, unlike the key, is case-insensitive (RFC 9110): clients sending "bearer" keep working.
+    status, _, _ = gateway.request("POST", "/v1/completions", body={"prompt": "hi"},
+                                   headers={"Authorization": f"bearer {CLIENT_KEYS['batch']}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/v1/completions", "POST"), ("GET", "/v1/chat/completions", "POST"), ("PUT", "/v1/embeddings", "POST"),
+    ("DELETE", "/v1/completions", "POST"), ("POST", "/v1/models", "GET, HEAD"), ("PATCH", "/v1/models", "GET, HEAD"),
+    ("POST", "/health", "GET, HEAD"), ("OPTIONS", "/health", "GET, HEAD")])
+def test_wrong_method_is_405(gateway: Gateway, method: str, path: str, allowed: str) -> None:
+    before = sum(len(e.seen) for e in gateway.engines.values())
+    status, headers, body = gateway.request(method, path, CLIENT_KEYS["batch"], {} if method != "GET" else None)
+    assert status == 405, body
+    assert headers.get("allow") == allowed and headers.get("x-request-id")
+    error = json.loads(body)["error"]
+    assert error["code"] == 405 and error["type"] == "invalid_request_error"
+    assert sum(len(e.seen) for e in gateway.engines.values()) == before, f"{method} {path} reached an engine"
+
+
+def test_key_is_checked_before_the_method(gateway: Gateway) -> None:
+    assert gateway.request("POST", "/v1/models", None, {})[0] == 401
+    assert gateway.request("GET", "/v1/completions", "wrong-" + "x" * 30)[0] == 401
+
+
+def test_head_reaches_the_engines_for_models_and_health(gateway: Gateway) -> None:
+    for engine in gateway.engines.values():
+        engine.seen.clear()
+    assert gateway.request("HEAD", "/v1/models", CLIENT_KEYS["batch"])[0] == 200
+    assert gateway.request("HEAD", "/health")[0] == 200
+    seen = sorted(s["path"] for e in gateway.engines.values() for s in e.seen if s.get("method") == "HEAD")
+    assert seen == ["/health", "/v1/models"]
+
+
+def _handshake(port: int, ca: Path, *, ciphers: str | None = None,
+               version: ssl.TLSVersion | None = None) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(ca))
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="gw")
+
+
+# TLS 1.2 suites an old client could offer: forward-secret but CBC, and (with an RSA key) no forward secrecy at all.
+WEAK_FOR_ECDSA = ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA"]
+WEAK_FOR_RSA = ["AES128-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "ECDHE-RSA-AES128-SHA256"]
+
+
+@pytest.mark.parametrize("cipher", WEAK_FOR_ECDSA)
+def test_tls12_without_forward_secret_aead_fails(gateway: Gateway, cipher: str) -> None:
+    with pytest.raises(ssl.SSLError):
+        _handshake(gateway.port, gateway.ca, ciphers=cipher, version=ssl.TLSVersion.TLSv1_2).close()
+
+
+def test_tls_suites_offered(gateway: Gateway) -> None:
+    for version, cipher in [(ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                            (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-CHACHA20-POLY1305"),
+                            (ssl.TLSVersion.TLSv1_3, None)]:
+        with _handshake(gateway.port, gateway.ca, ciphers=cipher, version=version) as sock:
+            name, protocol, _ = sock.cipher()
+            assert protocol == ("TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3")
+            assert "GCM" in name or "CHACHA20" in name, name
+
+
+def test_no_session_tickets(gateway: Gateway) -> None:
+    # TLS 1.2, where a ticket comes in the handshake itself. (TLS 1.3 sends a NewSessionTicket message for any
+    # resumption, but with tickets off nginx fills it with a session-cache id, not a sealed session.)
+    with _handshake(gateway.port, gateway.ca, version=ssl.TLSVersion.TLSv1_2) as sock:
+        assert sock.session is not None
+        assert not sock.session.has_ticket, "the gateway issued a TLS session ticket"
+
+
+@pytest.fixture(scope="module")
+def rsa_gateway(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """The same configuration with an RSA certificate (an operator's may be one), where static-RSA key exchange
+    (no forward secrecy) is possible unless the cipher list forbids it. (port, the certificate as CA)"""
+    prefix = tmp_path_factory.mktemp("rsa") / "nginx"
+    shutil.copytree(gateway.prefix, prefix, ignore=shutil.ignore_patterns("*.pid", "*.log", "*_temp"))
+    port = free_port()
+    conf = gateway.files["nginx.conf"].replace(str(gateway.prefix), str(prefix))
+    conf = conf.replace(f"listen {gateway.port} ssl", f"listen {port} ssl")
+    conf = conf.replace("shared:enclave_tls:", "shared:enclave_tls_rsa:")
+    (prefix / "nginx.conf").write_text(conf)
+    tls = prefix / "enclave" / "tls"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=gw",
+                    "-addext", "subjectAltName=DNS:gw", "-keyout", str(tls / "server.key"),
+                    "-out", str(tls / "server.crt")], check=True, capture_output=True, timeout=60)
+    started = subprocess.run(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert started.returncode == 0, started.stderr
+    yield port, tls / "server.crt"
+    os.kill(int((prefix / "nginx.pid").read_text()), signal.SIGQUIT)
+
+
+@pytest.mark.parametrize("cipher", WEAK_FOR_RSA)
+def test_tls12_without_forward_secret_aead_fails_with_an_rsa_key(rsa_gateway: tuple[int, Path], cipher: str) -> None:
+    port, cert = rsa_gateway
+    with pytest.raises(ssl.SSLError):
+        _handshake(port, cert, ciphers=cipher, version=ssl.TLSVersion.TLSv1_2).close()
+    with _handshake(port, cert, ciphers="ECDHE-RSA-AES128-GCM-SHA256", version=ssl.TLSVersion.TLSv1_2) as sock:
+        assert sock.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
 
 
 @pytest.mark.parametrize("path", ["/", "/metrics", "/invocations", "/pooling", "/v1/score", "/v1/rerank", "/pause",

@@ -12,6 +12,7 @@ from rich.text import Text
 from enclave.cli.common import console, err, reports_errors
 from enclave.errors import UsageError
 from enclave.sandbox import DEFAULT_NAME, Sandbox, SandboxStatus
+from enclave.weights import require_tiny_model_modules
 
 app = typer.Typer(help="A local cluster of real hosts (systemd-nspawn nodes) to deploy to.", no_args_is_help=True)
 
@@ -54,6 +55,7 @@ def up(
     = None,
 ) -> None:
     """Create or resume the sandbox: a gateway/staging host and N inference nodes. Idempotent."""
+    require_tiny_model_modules()  # before any host is made: the `sandbox` extra is what a plain install lacks
     status = Sandbox(name).up(nodes=nodes, subnet=_subnet(subnet), report=_report)
     console.print(status_table(status))
     console.print(f"inventory: {status.inventory}", highlight=False)

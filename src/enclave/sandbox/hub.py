@@ -19,7 +19,7 @@ from enclave.errors import SandboxError
 from enclave.mirror.repo import publish
 from enclave.sandbox import system
 from enclave.sandbox.services import Daemon
-from enclave.weights.tinymodel import TINY_MODEL_REPO
+from enclave.weights import TINY_MODEL_REPO, require_tiny_model_modules
 
 HUB_PORT = 8809
 WHEELS_PORT = 8810
@@ -52,6 +52,7 @@ def _ensure_model(cache: Path, root: Path, say: object) -> str:
     if (recorded.get("format") == _MODEL_FORMAT and (repo_dir / "refs" / "main").is_file()
             and (repo_dir / recorded["revision"]).is_dir()):
         return str(recorded["revision"])
+    require_tiny_model_modules()
     from enclave.weights.tinymodel import make_tiny_model  # numpy, safetensors, tokenizers: only when needed
 
     say(f"generating the sandbox's tiny model and publishing it as {TINY_MODEL_REPO} on the hub mirror")  # type: ignore[operator]

@@ -21,8 +21,7 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from enclave.errors import EnclaveError, UsageError
-
-TINY_MODEL_REPO = "enclave-sandbox/tiny-llama"
+from enclave.weights import TINY_MODEL_REPO
 
 HIDDEN_SIZE = 128
 NUM_HEADS = 2
