@@ -170,7 +170,7 @@ def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str]
         "gateway_https_port": https_port, "gateway_drained_hosts": drained, "gateway_ca_dir": str(tmp / "pki"),
         "gateway_nginx_dir": str(prefix), "gateway_conf_dir": str(prefix / "enclave"),
         "gateway_log_dir": str(prefix / "logs"), "gateway_pid_file": str(prefix / "nginx.pid"),
-        "gateway_shutdown_timeout": "60s",
+        "gateway_shutdown_timeout": "60s", "gateway_nginx_conf_command": True,  # this machine's nginx is >= 1.19.4
     }
     return render(tmp / "render", roles=["gateway"], groups=groups, hosts="enclave_gateway",
                   task_files=("gateway/tasks/internal_ca.yml",) if make_ca else (), extra=extra, templates={
