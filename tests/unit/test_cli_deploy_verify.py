@@ -15,7 +15,7 @@ from enclave.cli import app
 from enclave.cli import verify as verify_cli
 from enclave.cli.verify import check_modules_for_tags
 from enclave.runner import HostTally, RunProgress
-from tests.unit.test_cli_plan import REV, SHIPPED, _offline_deploy, write_facts
+from tests.unit.test_cli_plan import REV, SHIPPED, _offline_deploy, write_facts, write_secrets
 
 runner = CliRunner()
 PASSING = [CheckResult("gpu01", "base", "service_user", "passed"), CheckResult("gw01", "nvidia", "driver_loaded",
@@ -28,6 +28,7 @@ def example(tmp_path: Path) -> Path:
     copy = tmp_path / "h200-cluster"
     shutil.copytree(SHIPPED, copy)
     (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
+    write_secrets(copy)
     return copy
 
 

@@ -18,6 +18,9 @@ from tests.unit.recorded_facts import h200_node, host
 runner = CliRunner()
 SHIPPED = paths.share_dir() / "inventory" / "h200-cluster"
 REV = "0123456789abcdef0123456789abcdef01234567"
+# What a deploy cannot go without, checked before any host is touched (enclave.plan.settings); vaulted on a real site.
+SECRETS = {"engine_api_key": "e" * 32, "gateway_api_keys": {"team-a": "t" * 32},
+           "weights_source": {"type": "hf", "endpoint": "http://hub.example.internal"}}
 
 
 @pytest.fixture
@@ -26,7 +29,12 @@ def example(tmp_path: Path) -> Path:
     copy = tmp_path / "h200-cluster"
     shutil.copytree(SHIPPED, copy)
     (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
+    write_secrets(copy)
     return copy
+
+
+def write_secrets(inventory_dir: Path) -> None:
+    (inventory_dir / "group_vars" / "all" / "secrets.yml").write_text(yaml.safe_dump(SECRETS))
 
 
 def write_facts(tmp_path: Path, **gpu02: object) -> Path:
@@ -151,7 +159,7 @@ def _offline_deploy(monkeypatch: pytest.MonkeyPatch, facts: Path) -> list[object
     from enclave.plan.inventory import validate
 
     runs: list[object] = []
-    monkeypatch.setattr(deploy_cli, "validate", lambda path: validate(path, reachable=False))
+    monkeypatch.setattr(deploy_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
     monkeypatch.setattr(deploy_cli, "gather", lambda path: load_recorded(facts))
 
     def record(request: object, *args: object, **kwargs: object) -> object:
@@ -168,6 +176,7 @@ def test_deploy_that_cannot_plan_stops_before_the_playbook(isolated_state: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "inv"
     shutil.copytree(SHIPPED, copy)  # no revision pinned
+    write_secrets(copy)
     runs = _offline_deploy(monkeypatch, write_facts(tmp_path))
     result = runner.invoke(app, ["deploy", "-i", str(copy)], env={"COLUMNS": "400"})
     assert result.exit_code == 1 and runs == []

@@ -96,8 +96,9 @@ def test_the_kit_default_is_the_engine_roles_default() -> None:
 def test_no_plan_a_bad_revision_and_multi_node_replicas_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no plan"):
         roll_request(tmp_path, None, NEW, playbook="update.yml")
-    with pytest.raises(UsageError, match="not a revision name"):
-        roll_request(tmp_path, PLAN, "../etc", playbook="update.yml")
+    for bad in ("../etc", "main", NEW.upper(), NEW[:39]):  # the inventory's rule: a 40-hex commit id
+        with pytest.raises(UsageError, match="must be a 40-hex commit id"):
+            roll_request(tmp_path, PLAN, bad, playbook="update.yml")
     spanning = {**PLAN, "replicas": [{"name": "replica-1", "hosts": ["gpu01", "gpu02"]}]}
     with pytest.raises(UsageError, match=r"replica-1 \(gpu01, gpu02\).*maintenance"):
         roll_request(tmp_path, spanning, NEW, playbook="rollback.yml")

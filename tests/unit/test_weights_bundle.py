@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.errors import EnclaveError
+from enclave.errors import EnclaveError, UsageError
 from enclave.weights import bundle, nodetool
 from enclave.weights.tinymodel import make_tiny_model
 
@@ -57,5 +57,6 @@ def test_a_source_without_license_cannot_be_packed(model: Path, tmp_path: Path) 
     source = tmp_path / "src"
     source.mkdir()
     (source / "config.json").write_bytes((model / "config.json").read_bytes())
-    with pytest.raises(nodetool.InputError, match="no LICENSE"):
+    with pytest.raises(UsageError, match=f"{source} has no LICENSE"):
         bundle.pack(repo="org/tiny", revision=REV, out_dir=tmp_path / "out", source_dir=source)
+    assert list((tmp_path / "out").iterdir()) == []  # no .partial left behind

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.text import Text
 
 from enclave.errors import EnclaveError, UsageError
+from enclave.plan.inventory import load_yaml
 from enclave.sandbox import DEFAULT_NAME, Sandbox
 
 console = Console()
@@ -65,11 +65,8 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for raw in values or []:
         if raw.startswith("@"):
-            path = Path(raw[1:]).expanduser()
-            try:
-                data = yaml.safe_load(path.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise UsageError(f"--extra-vars {raw}: cannot read {path}: {exc}") from None
+            # bounded like an inventory file: size, binary content, YAML aliases; errors name the file
+            data = load_yaml(Path(raw[1:]).expanduser(), label="--extra-vars @")
         elif raw.lstrip().startswith("{"):
             try:
                 data = json.loads(raw)

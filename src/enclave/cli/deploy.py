@@ -30,6 +30,7 @@ from enclave.plan.decide import required_plan
 from enclave.plan.facts import host_facts
 from enclave.plan.gather import gather
 from enclave.plan.inventory import validate
+from enclave.plan.settings import roles_run
 from enclave.runner import PlaybookRequest
 
 
@@ -54,9 +55,11 @@ def deploy(
     After a successful run it runs the shipped checks on the hosts it touched (`enclave verify` without --deep);
     a failed check exits 1.
     """
-    path = resolve_inventory(inventory)
-    inv = validate(path)
     variables = parse_extra_vars(extra_vars)
+    path = resolve_inventory(inventory)
+    # -e counts: it is checked for typos and may carry the settings the run's roles cannot go without
+    inv = validate(path, vault_password_file=vault_password_file, extra_vars=variables,
+                   required=roles_run(split_list(tags), split_list(skip_tags)))
     # Plan first, from every host's facts (not only --limit's): a deploy that cannot plan stops here.
     with err.status("reading host facts and planning"):
         raw = gather(path)

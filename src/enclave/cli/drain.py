@@ -21,10 +21,13 @@ VaultOpt = Annotated[Path | None, typer.Option(help="File holding the vault pass
 
 
 def drain_request(host: str, state: str, inventory: Path, *, verbosity: int = 0,
-                  vault_password_file: Path | None = None) -> PlaybookRequest:
-    """The run that changes the rotation (pure: testable without running anything)."""
+                  vault_password_file: Path | None = None, nodes: list[str] | None = None) -> PlaybookRequest:
+    """The run that changes the rotation (pure: testable without running anything). `nodes`: the inventory's
+    enclave_nodes, one of which `host` must be."""
     if not host or host.startswith("-") or any(c.isspace() for c in host):
         raise UsageError(f"{host!r} is not an inventory host name")
+    if nodes is not None and host not in nodes:
+        raise UsageError(f"{inventory}: no host {host!r} in enclave_nodes (nodes: {', '.join(nodes) or 'none'})")
     extra: dict[str, Any] = {"gateway_drain_host": host, "gateway_drain_state": state}
     return PlaybookRequest(playbook="drain.yml", inventory=inventory, extra_vars=extra, verbosity=verbosity,
                            vault_password_file=vault_password_file)
@@ -32,8 +35,9 @@ def drain_request(host: str, state: str, inventory: Path, *, verbosity: int = 0,
 
 def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_password_file: Path | None) -> None:
     path = resolve_inventory(inventory)
-    validate(path)
-    request = drain_request(host, state, path, verbosity=verbose, vault_password_file=vault_password_file)
+    inv = validate(path, vault_password_file=vault_password_file)
+    request = drain_request(host, state, path, verbosity=verbose, vault_password_file=vault_password_file,
+                            nodes=inv.hosts("enclave_nodes"))
     verb = "drain" if state == "drained" else "undrain"
     result = run_with_progress(request, console, title=f"{verb} {host}")
     if result.exit_code == 0:

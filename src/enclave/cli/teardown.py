@@ -108,7 +108,7 @@ def teardown(
 ) -> None:
     """Remove what enclave installed from every host (units, venvs, gateway, firewall, weights). Asks first."""
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=vault_password_file)
     name = inventory_name(path)
     err.print(f"[bold red]enclave teardown[/] of {path} removes:", highlight=False)
     for line in teardown_warning(inv, keep_weights=keep_weights):

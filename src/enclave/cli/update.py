@@ -24,9 +24,9 @@ from enclave.plan import planfile
 from enclave.plan.decide import one_value
 from enclave.plan.inventory import Inventory, validate
 from enclave.plan.parallelism import REVISION_VAR
+from enclave.plan.profiles import check_revision
 from enclave.runner import PlaybookRequest
 
-_REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SERIAL_RE = re.compile(r"([1-9][0-9]*)(%?)")
 _VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+){1,3}")  # as `enclave bundle --vllm-version` and the update role accept
 VERSION_VAR = "engine_vllm_version"
@@ -75,8 +75,7 @@ def roll_request(inventory: Path, plan: dict[str, Any] | None, revision: str, *,
     if plan is None:
         raise UsageError(f"no plan for {inventory}: run `enclave deploy -i {inventory}` first (update moves a "
                          "deployed cluster)")
-    if not _REVISION_RE.fullmatch(revision):
-        raise UsageError(f"{revision!r} is not a revision name (a 40-hex commit for the hub)")
+    check_revision(revision, "the revision to move to")
     spanning = multi_node_replicas(plan)
     if spanning:
         raise UsageError(f"replicas over several nodes ({'; '.join(spanning)}) must switch all their nodes at once; "
@@ -214,8 +213,10 @@ def update(
     """Move every node to a model revision and vLLM version, batch by batch, without dropping client requests."""
     if vllm_version is not None:
         parse_vllm_version(vllm_version)  # before the inventory is read: a typo costs nothing
+    if model_revision is not None:
+        check_revision(model_revision, "--model-revision")  # the inventory's rule, as early
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=vault_password_file)
     revision = model_revision or _inventory_revision(inv)
     if not revision:
         raise UsageError(f"no revision to move to: pass --model-revision or set {REVISION_VAR} in {path}")
@@ -236,7 +237,7 @@ def rollback(
 ) -> None:
     """Go back to the revision and vLLM version the nodes ran before, still on disk (no transfer, no install)."""
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=vault_password_file)
     plan = planfile.read(path)
     nodes = inv.hosts("enclave_nodes")
     with err.status("reading the kept revisions and vLLM builds on the nodes"):

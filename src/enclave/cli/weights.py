@@ -39,12 +39,12 @@ _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str] | None) -> tuple[Path, dict[str, Any]]:
+    variables = parse_extra_vars(extra_vars)
     path = resolve_inventory(inventory)
-    validate(path)
+    validate(path, extra_vars=variables, required=("weights",))
     if planfile.read(path) is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
                          "names the repository and revision to fetch")
-    variables = parse_extra_vars(extra_vars)
     if revision is not None:
         if not _REVISION_RE.fullmatch(revision):
             raise UsageError(f"--revision {revision!r}: not a revision name (a 40-hex commit for the hub)")
@@ -184,10 +184,17 @@ def pack(
 
     if split_gb is not None and split_gb <= 0:
         raise UsageError("--split-gb must be positive")
-    out.mkdir(parents=True, exist_ok=True)
-    made = pack_bundle(repo=repo, revision=revision, out_dir=out.resolve(), source_dir=source, endpoint=endpoint,
-                       split_bytes=int(split_gb * 1e9) if split_gb else None, license_file=license_file,
-                       report=lambda m: err.print(m, highlight=False))
+    made_out = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        made = pack_bundle(repo=repo, revision=revision, out_dir=out.resolve(), source_dir=source,
+                           endpoint=endpoint, split_bytes=int(split_gb * 1e9) if split_gb else None,
+                           license_file=license_file, report=lambda m: err.print(m, highlight=False))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror or exc} ({exc.filename or out})") from None
+    finally:
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed pack leaves nothing, not even the --out it made
     layout = f"{made.parts} parts" if made.parts else "files"
     console.print(f"bundle {made.path}: {made.repo}@{made.revision}, {made.files} files, {made.bytes} bytes "
                   f"({layout}); carry it in and run `enclave weights import {made.path.name}`", highlight=False)

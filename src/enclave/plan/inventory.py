@@ -1,10 +1,12 @@
 """Inventory validation before any host is touched.
 
 Findings, each naming the file (and line for YAML errors), the variable or the host:
-YAML that does not parse; an inventory Ansible cannot read; missing enclave groups; unknown `enclave_*` or
-role variables (likely typos, with a suggestion); values of the wrong type; kit directories that are system
-directories, a root service user, host names and addresses that are not host names (host_inputs.py); hosts that
-do not answer SSH.
+YAML that does not parse, or is too big (MAX_FILE_BYTES, or MAX_NODES once aliases are expanded: a "billion
+laughs" file); `hosts:`/`children:`/`vars:` that are not mappings; an inventory Ansible cannot read (vaulted files
+are read with the operator's vault password file); missing enclave groups; unknown `enclave_*` or role variables
+(likely typos, with a suggestion), in the inventory or in `-e`; values of the wrong type; a model name that is not a
+profile name; a revision that is not a 40-hex commit; an `ansible_port` that is not a port; kit directories that are system directories, a root service user,
+host names and addresses that are not host names (host_inputs.py); hosts that do not answer SSH.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import ipaddress
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +30,16 @@ from enclave.errors import InventoryError, UsageError
 from enclave.plan.host_inputs import KIT_DIRS, check_address, check_host, check_kit_dir, check_service_user
 from enclave.plan.known_vars import KnownVars, load_known_vars
 from enclave.plan.parallelism import parse_overrides
-from enclave.plan.profiles import REVISION_RE
+from enclave.plan.profiles import check_model_name, check_revision
+from enclave.plan.settings import check_required
 from enclave.ssh_probe import probe_ssh
 
 REQUIRED_GROUPS = {"enclave_nodes": "GPU hosts that run the engine", "enclave_gateway": "the client entry point",
                    "enclave_staging": "the one host that fetches weights"}
 _YAML_SUFFIXES = {".yml", ".yaml", ".json", ""}
+# Bounds that keep validation to seconds: an inventory is kilobytes, a few hundred hosts a few thousand nodes.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 200_000  # values, keys and items of one file, with every YAML alias expanded
 
 
 @dataclass
@@ -69,18 +75,61 @@ def _opaque(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:
 _Loader.add_multi_constructor("!", _opaque)
 
 
-def load_yaml(path: Path) -> Any:
-    text = path.read_text(errors="replace")
+def check_size(path: Path, where: str) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InventoryError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise InventoryError(f"{where}: not a file")
+    if size > MAX_FILE_BYTES:
+        raise InventoryError(f"{where}: {size} bytes; an inventory file is at most {MAX_FILE_BYTES} bytes")
+
+
+def read_bounded(path: Path, label: str = "") -> str:
+    """The text of a file the operator gave, refused when it is not a readable file or bigger than MAX_FILE_BYTES."""
+    where = f"{label}{path}"
+    try:
+        check_size(path, where)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InventoryError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if b"\0" in data:
+        raise InventoryError(f"{where}: a binary file, not YAML or text")
+    return data.decode(errors="replace")
+
+
+def load_yaml(path: Path, label: str = "") -> Any:
+    """Safe YAML of bounded size and bounded expansion; errors name the file (after `label`) and line."""
+    text = read_bounded(path, label)
     if text.startswith("$ANSIBLE_VAULT"):
         return None  # a whole-file vault: its keys are checked by Ansible once decrypted
+    where = f"{label}{path}"
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise InventoryError(f"{where}: invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: invalid YAML: {exc}") from None
+        line = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise InventoryError(f"{line}: invalid YAML: {exc.problem or exc}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise InventoryError(f"{where}: invalid YAML: {exc}") from None
+    if _expanded_size(data) > MAX_NODES:
+        raise InventoryError(f"{where}: more than {MAX_NODES} values once its YAML aliases are expanded (an alias "
+                             "bomb?); an inventory is far smaller")
+    return data
+
+
+def _expanded_size(data: Any) -> int:
+    """Nodes of `data` as Ansible would see them (aliases copied), counted up to just past MAX_NODES."""
+    count, stack = 0, [data]
+    while stack and count <= MAX_NODES:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set):
+            stack += list(item)
+    return count
 
 
 def _vars_files(directory: Path) -> list[Path]:
@@ -95,16 +144,30 @@ def _vars_files(directory: Path) -> list[Path]:
     return found
 
 
-def _walk_group(data: Any, file: Path, group: str, found: list[_Found]) -> None:
+def _mapping(data: dict[str, Any], key: str, file: Path, group: str) -> dict[Any, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        shape = {"hosts": "host: vars", "children": "group: {hosts, vars, children}", "vars": "name: value"}[key]
+        raise InventoryError(f"{file}: '{key}' of group '{group}' must be a mapping ({shape}), got "
+                             f"{type(value).__name__}")
+    return value
+
+
+def _walk_group(data: Any, file: Path, group: str, found: list[_Found], depth: int = 0) -> None:
     if not isinstance(data, dict):
         return
-    if isinstance(data.get("vars"), dict):
-        found.append(_Found(file, f"group '{group}'", data["vars"]))
-    for host, hvars in (data.get("hosts") or {}).items():
+    if depth > 100:
+        raise InventoryError(f"{file}: groups nested more than 100 deep under '{group}'")
+    group_vars = _mapping(data, "vars", file, group)
+    if group_vars:
+        found.append(_Found(file, f"group '{group}'", group_vars))
+    for host, hvars in _mapping(data, "hosts", file, group).items():
         if isinstance(hvars, dict):
             found.append(_Found(file, f"host '{host}'", hvars))
-    for child, cdata in (data.get("children") or {}).items():
-        _walk_group(cdata, file, child, found)
+    for child, cdata in _mapping(data, "children", file, group).items():
+        _walk_group(cdata, file, str(child), found, depth + 1)
 
 
 def collect_variables(path: Path) -> list[_Found]:
@@ -113,8 +176,12 @@ def collect_variables(path: Path) -> list[_Found]:
     sources = [f for f in sorted(path.iterdir()) if f.is_file()] if path.is_dir() else [path]
     found: list[_Found] = []
     for source in sources:
-        if source.suffix in (".yml", ".yaml"):
+        if source.suffix not in (".yml", ".yaml"):
+            check_size(source, str(source))  # INI and other sources: Ansible parses them, but only of a sane size
+        else:
             data = load_yaml(source)
+            if data is not None and not isinstance(data, dict):
+                raise InventoryError(f"{source}: expected a mapping of groups, got {type(data).__name__}")
             if isinstance(data, dict):
                 for group, gdata in data.items():
                     _walk_group(gdata, source, str(group), found)
@@ -128,13 +195,15 @@ def collect_variables(path: Path) -> list[_Found]:
     return found
 
 
-def ansible_inventory(path: Path) -> Inventory:
+def ansible_inventory(path: Path, vault_password_file: Path | None = None) -> Inventory:
     env = {**os.environ, **ansible_env(path),
            # Without these, an unreadable source is a warning and an empty inventory.
            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True"}
+    argv = ["ansible-inventory", "-i", str(path), "--list"]
+    if vault_password_file is not None:  # vaulted group_vars, as docs/security.md recommends
+        argv += ["--vault-password-file", str(vault_password_file)]
     try:
-        proc = subprocess.run(["ansible-inventory", "-i", str(path), "--list"], capture_output=True, text=True,
-                              env=env, timeout=120, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InventoryError(f"{path}: ansible-inventory could not run: {exc}") from None
     if proc.returncode != 0:
@@ -211,8 +280,8 @@ def check_variables(found: list[_Found], known: KnownVars) -> list[str]:
 
 
 def _check_revision(value: Any, where: str) -> None:
-    if value not in (None, "") and not (isinstance(value, str) and REVISION_RE.fullmatch(value)):
-        raise UsageError(f"{where} must be a 40-hex commit id (lower case), got {value!r}")
+    if value not in (None, ""):  # unset: `enclave plan` asks for one
+        check_revision(value, where)
 
 
 # Values whose meaning the planner defines: checked here too, so a typo fails before any host is touched.
@@ -221,7 +290,36 @@ _CHECKED: dict[str, Callable[[Any, str], Any]] = {"enclave_parallelism": parse_o
                                                   # What reaches a host's file system or a command line.
                                                   **dict.fromkeys(KIT_DIRS, check_kit_dir),
                                                   "enclave_user": check_service_user,
-                                                  "ansible_host": check_address}
+                                                  "ansible_host": check_address,
+                                                  "enclave_model": check_model_name}
+
+
+def check_extra_vars(variables: dict[str, Any], known: KnownVars | None = None) -> None:
+    """`-e` names and values under the inventory's rules (a typo there is as silent as in group_vars)."""
+    entry = _Found(Path("--extra-vars"), "-e", variables)
+    known = known or load_known_vars(paths.roles_dir())
+    # -e outranks role vars, so an internal name is an override there, not an ignored value: only typos and types.
+    problems = check_variables([entry], KnownVars(known.names | known.internal, frozenset(), known.prefixes,
+                                                  known.types))
+    if problems:
+        raise UsageError(problems[0] if len(problems) == 1 else "; ".join(problems))
+
+
+def check_hosts(inventory: Inventory) -> list[str]:
+    """Connection settings that would otherwise fail deep inside the SSH probe or Ansible."""
+    problems = []
+    for host, hv in sorted(inventory.hostvars.items()):
+        for name in ("ansible_port", "ansible_ssh_port"):
+            if name in hv and _port(hv[name]) is None:
+                problems.append(f"host '{host}': {name} must be a TCP port (1-65535), got {hv[name]!r}"[:300])
+    return problems
+
+
+def _port(value: Any) -> int | None:
+    if _templated(value):
+        return 22
+    text = str(value).strip()
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 and not isinstance(value, bool) else None
 
 
 def check_host_names(inventory: Inventory, found: list[_Found]) -> list[str]:
@@ -256,7 +354,7 @@ def check_reachable(inventory: Inventory, timeout: float = 5.0) -> list[str]:
         address = str(hv.get("ansible_host") or host)
         if "{{" in address:
             continue
-        port = int(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22)
+        port = _port(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22) or 22
         targets.append((host, address, port))
     with ThreadPoolExecutor(max_workers=min(32, len(targets) or 1)) as pool:
         answers = list(pool.map(lambda t: probe_ssh(t[1], t[2], timeout), targets))
@@ -264,15 +362,26 @@ def check_reachable(inventory: Inventory, timeout: float = 5.0) -> list[str]:
             for (host, address, port), why in zip(targets, answers, strict=True) if why]
 
 
-def validate(path: Path, *, reachable: bool = True, known: KnownVars | None = None) -> Inventory:
-    """Everything that can be known about an inventory without touching a host (and an SSH probe)."""
+def validate(path: Path, *, reachable: bool = True, known: KnownVars | None = None,
+             vault_password_file: Path | None = None, extra_vars: dict[str, Any] | None = None,
+             required: Collection[str] = ()) -> Inventory:
+    """Everything that can be known about an inventory without touching a host (and an SSH probe).
+
+    `extra_vars` (the run's `-e`) are checked like inventory variables and count for `required`: the roles (of
+    engine, gateway, weights) whose must-have settings the run needs (enclave.plan.settings)."""
     path = path.expanduser().resolve()
     if not path.exists():
         raise InventoryError(f"{path}: no such inventory file or directory")
+    if vault_password_file is not None and not vault_password_file.expanduser().is_file():
+        raise UsageError(f"--vault-password-file {vault_password_file}: no such file")
+    known = known or load_known_vars(paths.roles_dir())
+    if extra_vars:
+        check_extra_vars(extra_vars, known)
     found = collect_variables(path)
-    inventory = ansible_inventory(path)
-    problems = check_groups(inventory)
-    problems += check_variables(found, known or load_known_vars(paths.roles_dir()))
+    inventory = ansible_inventory(path, vault_password_file and vault_password_file.expanduser().resolve())
+    problems = check_groups(inventory) + check_hosts(inventory)
+    problems += check_variables(found, known)
+    problems += check_required(inventory, extra_vars or {}, paths.roles_dir(), required)
     problems += check_host_names(inventory, found)
     if problems:
         raise InventoryError(f"{path}: the inventory has {len(problems)} problem(s)", problems)

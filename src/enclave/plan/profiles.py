@@ -21,6 +21,8 @@ from enclave.inventory_layout import kit_dir
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 OPERATOR_SUBDIR = "profiles"  # next to the inventory: <dir>/profiles/*.yml (<dir>/.profiles in a directory inventory)
 REVISION_RE = re.compile(r"[0-9a-f]{40}")
+# A model name is a profile's file name in a profiles directory: no path, so it never reaches outside them.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 PARALLELISM_STYLES = ("data-expert", "tensor")
 # cpu: nodes without GPUs (the sandbox); the rest are GPU classes as enclave.plan.parallelism names them.
@@ -87,7 +89,24 @@ def available(directories: Iterable[Path] = (PROFILES_DIR,)) -> list[str]:
     return sorted({p.stem for d in directories if d.is_dir() for p in d.glob("*.yml")})
 
 
+def check_revision(value: object, where: str) -> str:
+    """The one rule for a model revision, wherever it is given (inventory, -e, `enclave update`): a 40-hex commit
+    id. A branch or tag name can move under a deployed cluster, so the kit never accepts one."""
+    if not (isinstance(value, str) and REVISION_RE.fullmatch(value)):
+        raise UsageError(f"{where} must be a 40-hex commit id (lower case), got {value!r}"[:300])
+    return value
+
+
+def check_model_name(value: object, where: str) -> str:
+    """A model name is a profile name: letters, digits and `._-`, no `/` and no `..`."""
+    if not (isinstance(value, str) and NAME_RE.fullmatch(value) and ".." not in value):
+        raise UsageError(f"{where} must be a model profile name (letters, digits, '._-'; no '/' or '..'), "
+                         f"got {value!r}"[:300])
+    return value
+
+
 def load_profile(name: str, directory: Path | Iterable[Path] = PROFILES_DIR) -> ModelProfile:
+    check_model_name(name, "enclave_model")
     directories = [directory] if isinstance(directory, Path) else list(directory)
     for where in directories:
         path = where / f"{name}.yml"

@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from enclave.errors import EnclaveError, UsageError
 from enclave.weights import nodetool
@@ -57,6 +59,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+    """One TCP connect first: the hub client retries an unreachable host for half a minute before it says so."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--endpoint {url!r}: not an http(s) URL")
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot reach {url} ({exc}); on a machine without the hub, pass --source DIR") from None
+
+
 def fetch_from_hub(repo: str, revision: str, dest: Path, endpoint: str | None, report: Report) -> Path:
     """Download with the real client (a connected machine); returns the expectations file the hub's listing gave."""
     try:
@@ -65,11 +79,20 @@ def fetch_from_hub(repo: str, revision: str, dest: Path, endpoint: str | None, r
         raise UsageError("packing from the hub needs the huggingface_hub client: pip install huggingface_hub") from e
     from enclave.weights.hubfetch import expectations
 
+    where = endpoint or "https://huggingface.co"
+    _check_reachable(where)
     api = HfApi(endpoint=endpoint)
     report(f"listing {repo}@{revision}")
-    expect = expectations(api, repo, revision)
-    report(f"downloading {len(expect)} files ({sum(e['size'] for e in expect.values())} bytes)")
-    snapshot_download(repo_id=repo, revision=revision, local_dir=str(dest), endpoint=endpoint)
+    try:
+        expect = expectations(api, repo, revision)
+        report(f"downloading {len(expect)} files ({sum(e['size'] for e in expect.values())} bytes)")
+        snapshot_download(repo_id=repo, revision=revision, local_dir=str(dest), endpoint=endpoint)
+    except EnclaveError:
+        raise
+    except Exception as exc:  # httpx, requests and hub errors alike: no route, no repo, no access
+        raise UsageError(f"{repo}@{revision}: cannot download from {where} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); on a machine without the hub, "
+                         "pass --source DIR") from None
     shutil.rmtree(dest / nodetool.HUB_CLIENT_DIR, ignore_errors=True)
     out = dest.parent / f".{dest.name}.expect.json"
     out.write_text(json.dumps(expect))
@@ -80,11 +103,29 @@ def pack(*, repo: str, revision: str, out_dir: Path, source_dir: Path | None = N
          split_bytes: int | None = None, license_file: Path | None = None, report: Report = _quiet) -> Bundle:
     if not nodetool.REPO_RE.fullmatch(repo):
         raise UsageError(f"--repo {repo!r}: expected ORG/NAME")
-    nodetool.check_revision_name(revision)
+    try:
+        nodetool.check_revision_name(revision)
+    except nodetool.InputError as exc:
+        raise UsageError(f"--revision: {exc}") from None
+    if source_dir is not None and not source_dir.is_dir():
+        raise UsageError(f"--source {source_dir}: not a directory")
+    if license_file is not None and not license_file.is_file():
+        raise UsageError(f"--license-file {license_file}: no such file")
     bundle = out_dir / f"{repo.replace('/', '--')}--{revision}"
     if bundle.exists():
         raise UsageError(f"{bundle} exists; remove it or choose another --out")
     work = out_dir / f".{bundle.name}.partial"
+    try:
+        return _pack(repo, revision, bundle, work, source_dir, endpoint, split_bytes, license_file, report)
+    except nodetool.NodeToolError as exc:  # the node tool's own errors (no LICENSE, ...): not a traceback
+        said = str(exc).replace(str(work / "files"), str(source_dir or f"{repo}@{revision}"))
+        raise (UsageError if exc.exit_code == 2 else EnclaveError)(said) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a failed pack leaves nothing behind
+
+
+def _pack(repo: str, revision: str, bundle: Path, work: Path, source_dir: Path | None, endpoint: str | None,
+          split_bytes: int | None, license_file: Path | None, report: Report) -> Bundle:
     files = work / "files"
     files.mkdir(parents=True, exist_ok=True)
     if source_dir is not None:
@@ -119,7 +160,6 @@ def pack(*, repo: str, revision: str, out_dir: Path, source_dir: Path | None = N
             "bytes": built.manifest.total_bytes, "parts": parts}
     (staged / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
     staged.rename(bundle)
-    shutil.rmtree(work, ignore_errors=True)
     return Bundle(bundle, repo, revision, built.manifest.files, built.manifest.total_bytes, parts)
 
 

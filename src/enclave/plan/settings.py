@@ -1,0 +1,110 @@
+"""Settings a deploy cannot go without, checked on the controller before any host is touched.
+
+The roles assert the same (engine/tasks/validate.yml, gateway/tasks/validate.yml, weights/tasks/validate.yml), but
+only once their play starts: by then the firewall is up and the weights have moved. Here the values are read from
+the inventory as Ansible merged it (and `-e`, which outranks it); the rules the roles define as data (the key pattern,
+the source types) are read from the roles, so they are defined once. A value Ansible has not resolved (a template
+other than a plain `{{ name }}`, an inline vault value without its password) is left to the roles. Messages name the
+host and the variable, never a key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:  # the inventory module calls this one
+    from enclave.plan.inventory import Inventory
+
+ROLES = ("engine", "gateway", "weights")
+
+_UNKNOWN = object()  # a value only Ansible can resolve
+_REF_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_CLIENT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # gateway/tasks/validate.yml: a client name
+
+
+def _role_file(roles_dir: Path, role: str, *parts: str) -> dict[str, Any]:
+    data = yaml.safe_load((roles_dir / role / Path(*parts)).read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def _resolved(name: str, hostvars: dict[str, Any], extra: dict[str, Any], default: Any) -> Any:
+    return _resolve(extra[name] if name in extra else hostvars.get(name, default), hostvars, extra)
+
+
+def _resolve(value: Any, hostvars: dict[str, Any], extra: dict[str, Any]) -> Any:
+    for _ in range(5):  # "{{ vault_engine_api_key }}" -> the vaulted value, when Ansible could decrypt it
+        ref = _REF_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if ref is None:
+            break
+        value = extra.get(ref.group(1), hostvars.get(ref.group(1), _UNKNOWN))
+    if (isinstance(value, str) and "{{" in value) or (isinstance(value, dict) and "__ansible_vault" in value):
+        return _UNKNOWN
+    return value
+
+
+def roles_run(tags: Collection[str] = (), skip_tags: Collection[str] = ()) -> tuple[str, ...]:
+    """The roles of ROLES a site.yml run with these tags reaches (their tags are their names)."""
+    return tuple(r for r in ROLES if (not tags or r in tags or "all" in tags) and r not in skip_tags)
+
+
+def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
+                   roles: Collection[str] = ROLES) -> list[str]:
+    """engine_api_key on every node, gateway_api_keys on every gateway, weights_source on the staging host (each
+    only for a role in `roles`)."""
+    problems: list[str] = []
+    if not roles:
+        return problems
+    key_pattern = re.compile(str(_role_file(roles_dir, "gateway", "vars", "main.yml")["gateway_key_pattern"]))
+    spec = _role_file(roles_dir, "weights", "meta", "argument_specs.yml")["argument_specs"]["stage"]["options"]
+    source_types = list(spec["weights_source"]["options"]["type"]["choices"])
+    for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
+        key = _resolved("engine_api_key", inventory.hostvars.get(host, {}), extra, "")
+        if key is not _UNKNOWN and not (isinstance(key, str) and len(key) >= 16 and " " not in key):
+            problems.append(f"host '{host}': engine_api_key is missing, shorter than 16 characters or contains "
+                            "spaces (set it in Ansible Vault: docs/runbooks/engine.md)")
+    for host in inventory.hosts("enclave_gateway") if "gateway" in roles else ():
+        hostvars = inventory.hostvars.get(host, {})
+        problems += _gateway_keys(host, _resolved("gateway_api_keys", hostvars, extra, {}), key_pattern,
+                                  lambda value, hv=hostvars: _resolve(value, hv, extra))
+    for host in inventory.hosts("enclave_staging") if "weights" in roles else ():
+        source = _resolved("weights_source", inventory.hostvars.get(host, {}), extra, {})
+        why = "" if source is _UNKNOWN else _source_problem(source, source_types)
+        if why:
+            problems.append(f"host '{host}': weights_source must be {{type: hf, endpoint: URL}}, {{type: local, "
+                            f"path: DIR}} or {{type: http, url: http(s)://...}}; {why} (docs/runbooks/weights.md)")
+    return problems
+
+
+def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], resolve: Callable[[Any], Any]) -> list[str]:
+    if keys is _UNKNOWN:
+        return []
+    if not isinstance(keys, dict) or not keys:
+        return [f"host '{host}': gateway_api_keys is empty or not a mapping; give the gateway a map of client name "
+                "-> API key (in Ansible Vault)"]
+    problems = []
+    for name, key in keys.items():
+        if not _CLIENT_RE.fullmatch(str(name)):
+            problems.append(f"host '{host}': gateway_api_keys entry {str(name)[:70]!r}: a client name is 1-64 of "
+                            "A-Z a-z 0-9 _ . -")
+        elif (value := resolve(key)) is not _UNKNOWN and not (isinstance(value, str) and pattern.fullmatch(value)):
+            problems.append(f"host '{host}': gateway_api_keys entry '{name}': a key is 20-200 of A-Z a-z 0-9 . _ ~ + "
+                            "/ = -")
+    return problems
+
+
+def _source_problem(source: Any, types: list[str]) -> str:
+    if not isinstance(source, dict) or not source:
+        return "it is not set" if source in ({}, None, "") else f"got a {type(source).__name__}"
+    kind = source.get("type")
+    if kind not in types:
+        return f"type {kind!r} is not one of {', '.join(types)}"
+    if kind == "local" and not source.get("path"):
+        return "type local needs a path"
+    if kind == "http" and not re.match(r"https?://", str(source.get("url") or "")):
+        return "type http needs an http(s):// url"
+    return ""
