@@ -213,6 +213,8 @@ def update(
     """Move every node to a model revision and vLLM version, batch by batch, without dropping client requests."""
     if vllm_version is not None:
         parse_vllm_version(vllm_version)  # before the inventory is read: a typo costs nothing
+    parse_serial(serial)
+    parse_max_fail(max_fail)
     if model_revision is not None:
         check_revision(model_revision, "--model-revision")  # the inventory's rule, as early
     path = resolve_inventory(inventory)
@@ -236,6 +238,8 @@ def rollback(
     vault_password_file: VaultOpt = None,
 ) -> None:
     """Go back to the revision and vLLM version the nodes ran before, still on disk (no transfer, no install)."""
+    parse_serial(serial)  # before the nodes are read
+    parse_max_fail(max_fail)
     path = resolve_inventory(inventory)
     inv = validate(path, vault_password_file=vault_password_file)
     plan = planfile.read(path)

@@ -465,6 +465,8 @@ def load_token(path: Path) -> str:
         token = path.read_text().strip()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the token file: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: the token file is not text") from None
     if not token or any(c.isspace() for c in token):
         raise UsageError(f"{path}: the token file must hold exactly one token")
     return token

@@ -156,8 +156,11 @@ def _mapping(data: dict[str, Any], key: str, file: Path, group: str) -> dict[Any
 
 
 def _walk_group(data: Any, file: Path, group: str, found: list[_Found], depth: int = 0) -> None:
-    if not isinstance(data, dict):
+    if data is None:
         return
+    if not isinstance(data, dict):
+        raise InventoryError(f"{file}: group '{group}' must be a mapping (hosts, vars, children), got "
+                             f"{type(data).__name__}")
     if depth > 100:
         raise InventoryError(f"{file}: groups nested more than 100 deep under '{group}'")
     group_vars = _mapping(data, "vars", file, group)
@@ -298,9 +301,9 @@ def check_extra_vars(variables: dict[str, Any], known: KnownVars | None = None) 
     """`-e` names and values under the inventory's rules (a typo there is as silent as in group_vars)."""
     entry = _Found(Path("--extra-vars"), "-e", variables)
     known = known or load_known_vars(paths.roles_dir())
-    # -e outranks role vars, so an internal name is an override there, not an ignored value: only typos and types.
-    problems = check_variables([entry], KnownVars(known.names | known.internal, frozenset(), known.prefixes,
-                                                  known.types))
+    # -e outranks role vars, so an internal name is an override there, not an ignored value; and KEY=VALUE is
+    # always a string that Ansible converts as each use needs, so no type check: typos and planner values only.
+    problems = check_variables([entry], KnownVars(known.names | known.internal, frozenset(), known.prefixes, {}))
     if problems:
         raise UsageError(problems[0] if len(problems) == 1 else "; ".join(problems))
 

@@ -59,6 +59,8 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
     problems: list[str] = []
     if not roles:
         return problems
+    # one line per finding: "host 'gpu01'" becomes "hosts 'gpu01', 'gpu02'" when they share it
+    merged: dict[str, list[str]] = {}
     key_pattern = re.compile(str(_role_file(roles_dir, "gateway", "vars", "main.yml")["gateway_key_pattern"]))
     spec = _role_file(roles_dir, "weights", "meta", "argument_specs.yml")["argument_specs"]["stage"]["options"]
     source_types = list(spec["weights_source"]["options"]["type"]["choices"])
@@ -77,7 +79,10 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
         if why:
             problems.append(f"host '{host}': weights_source must be {{type: hf, endpoint: URL}}, {{type: local, "
                             f"path: DIR}} or {{type: http, url: http(s)://...}}; {why} (docs/runbooks/weights.md)")
-    return problems
+    for problem in problems:
+        host, _, said = problem.partition(": ")
+        merged.setdefault(said, []).append(host.removeprefix("host "))
+    return [f"host{'s' if len(hosts) > 1 else ''} {', '.join(hosts)}: {said}" for said, hosts in merged.items()]
 
 
 def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], resolve: Callable[[Any], Any]) -> list[str]:
