@@ -171,3 +171,15 @@ def test_a_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
     (tmp_path / "group_vars" / "all.yml").write_text("\n".join(lines) + "\n")
     with pytest.raises(InventoryError, match=r"all\.yml: more than 200000 values once its YAML aliases are expanded"):
         validate(inv, reachable=False)
+
+
+def test_a_plugin_config_is_not_taken_for_groups(tmp_path: Path) -> None:
+    """Top-level keys of a plugin's YAML (constructed, ...) are settings: only real groups must be mappings."""
+    from enclave.plan.inventory import collect_variables
+
+    write_inventory(tmp_path)
+    (tmp_path / "constructed.yml").write_text("plugin: ansible.builtin.constructed\nstrict: false\n")
+    assert {f.where for f in collect_variables(tmp_path)} >= {"group 'all'"}
+    (tmp_path / "constructed.yml").write_text("enclave_nodes: [n1]\n")  # not a plugin: a group as a list
+    with pytest.raises(InventoryError, match=r"constructed\.yml: group 'enclave_nodes' must be a mapping"):
+        collect_variables(tmp_path)

@@ -185,7 +185,7 @@ def collect_variables(path: Path) -> list[_Found]:
             data = load_yaml(source)
             if data is not None and not isinstance(data, dict):
                 raise InventoryError(f"{source}: expected a mapping of groups, got {type(data).__name__}")
-            if isinstance(data, dict):
+            if isinstance(data, dict) and "plugin" not in data:  # a plugin's config (constructed, ...) is no group
                 for group, gdata in data.items():
                     _walk_group(gdata, source, str(group), found)
     for kind in ("group_vars", "host_vars"):
