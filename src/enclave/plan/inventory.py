@@ -5,8 +5,9 @@ YAML that does not parse, or is too big (MAX_FILE_BYTES, or MAX_NODES once alias
 laughs" file); `hosts:`/`children:`/`vars:` that are not mappings; an inventory Ansible cannot read (vaulted files
 are read with the operator's vault password file); missing enclave groups; unknown `enclave_*` or role variables
 (likely typos, with a suggestion), in the inventory or in `-e`; values of the wrong type; a model name that is not a
-profile name; a revision that is not a 40-hex commit; an `ansible_port` that is not a port; kit directories that are system directories, a root service user,
-host names and addresses that are not host names (host_inputs.py); hosts that do not answer SSH.
+profile name; a revision that is not a 40-hex commit; an `ansible_port` that is not a port; kit directories that
+are system directories, a root service user, host names and addresses that are not host names (host_inputs.py);
+hosts that do not answer SSH.
 """
 
 from __future__ import annotations
