@@ -200,3 +200,25 @@ def test_deploy_writes_the_plan_then_runs_site(isolated_state: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     assert runs[1].extra_vars["enclave_plan"] == plan
     assert not (example / "group_vars" / "all" / "enclave_plan.yml").exists()
+
+
+def test_model_options_turn_on_mtp_and_an_unknown_one_is_refused(isolated_state: Path, tmp_path: Path,
+                                                                 example: Path) -> None:
+    options = example / "group_vars" / "all" / "options.yml"
+    options.write_text("enclave_model_options: [mtp]\n")
+    result = runner.invoke(app, ["plan", "-i", str(example), "--facts", str(write_facts(tmp_path)), "--json"])
+    assert result.exit_code == 0, result.output
+    for replica in json.loads(result.output)["plan"]["replicas"]:
+        args = replica["args"]
+        assert args[args.index("--speculative-config") + 1] == '{"method":"mtp","num_speculative_tokens":1}'
+    options.write_text("enclave_model_options: [mpt]\n")
+    result = runner.invoke(app, ["plan", "-i", str(example), "--facts", str(write_facts(tmp_path))],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "enclave_model_options: 'mpt' is not an option of the model profile deepseek-v4-flash" in result.output
+    assert "Traceback" not in result.output
+    options.write_text("enclave_model_options: mtp\n")
+    result = runner.invoke(app, ["plan", "-i", str(example), "--facts", str(write_facts(tmp_path))],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "options.yml: 'enclave_model_options' in group 'all' must be a list" in result.output

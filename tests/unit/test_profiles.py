@@ -77,6 +77,14 @@ def test_unknown_profile_lists_the_known_ones() -> None:
     ("name: other\nrepo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {}}\n",
      "key 'name': 'other' differs from the file name"),
     ("repo: a/b\nsize_gb: [1\n", "invalid YAML"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {}}\noptions: {mtp: {argz: []}}\n",
+     "key 'options.mtp.argz': unknown"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {}}\noptions: {mtp: {hardware: {h200: {}}}}\n",
+     "key 'options.mtp.hardware.h200': the profile has no hardware class 'h200'"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {}}\noptions: {Mtp: {}}\n",
+     "key 'options.Mtp': an option name is lower case"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {}}\noptions: {mtp: {args: [--port, '1']}}\n",
+     "--port is set by the planner or the engine role"),
 ])
 def test_bad_profiles_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "mine.yml").write_text(text)
@@ -84,3 +92,14 @@ def test_bad_profiles_name_file_and_key(tmp_path: Path, text: str, expected: str
         load_profile("mine", tmp_path)
     assert str(tmp_path / "mine.yml") in str(caught.value) and expected in str(caught.value)
     assert caught.value.exit_code == 2
+
+
+def test_an_option_is_chosen_by_name_and_an_unknown_one_is_refused_naming_the_known() -> None:
+    flash = load_profile("deepseek-v4-flash")
+    assert flash.check_options(["mtp", "mtp"], "inv: enclave_model_options") == ("mtp",)
+    assert flash.check_options(None, "inv") == ()
+    with pytest.raises(UsageError, match=r"inv: enclave_model_options: 'mpt' is not an option of the model profile "
+                                         r"deepseek-v4-flash \(its options: mtp \(MTP speculative decoding\)\)"):
+        flash.check_options(["mpt"], "inv: enclave_model_options")
+    with pytest.raises(UsageError, match="must be a list of option names"):
+        flash.check_options("mtp", "inv: enclave_model_options")

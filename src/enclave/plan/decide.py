@@ -12,6 +12,7 @@ from enclave.errors import UsageError
 from enclave.plan.facts import HostFacts
 from enclave.plan.inventory import Inventory
 from enclave.plan.parallelism import (
+    OPTIONS_VAR,
     OVERRIDE_VAR,
     REVISION_VAR,
     ParallelismPlan,
@@ -33,13 +34,14 @@ class Decision:
     profile: ModelProfile
     parallelism: ParallelismPlan | None = None
     revision: str | None = None
+    options: tuple[str, ...] = ()  # the profile's opt-in options the inventory chose (enclave_model_options)
     refusals: list[str] = field(default_factory=list)
 
     @property
     def document(self) -> dict[str, Any] | None:
         if self.refusals or self.parallelism is None or self.revision is None:
             return None
-        return plan_document(self.profile, self.revision, self.parallelism)
+        return plan_document(self.profile, self.revision, self.parallelism, options=self.options)
 
 
 def one_value(inventory: Inventory, hosts: list[str], name: str, default: Any = None) -> Any:
@@ -70,7 +72,8 @@ def decide(inventory: Inventory, facts: Mapping[str, HostFacts], profile: ModelP
     profile = profile or profile_for(inventory)
     nodes = [h for h in inventory.hosts("enclave_nodes") if h in facts]
     overrides = parse_overrides(one_value(inventory, nodes, OVERRIDE_VAR), OVERRIDE_VAR)
-    decision = Decision(profile)
+    decision = Decision(profile, options=profile.check_options(
+        one_value(inventory, inventory.enclave_hosts(), OPTIONS_VAR), f"{inventory.path}: {OPTIONS_VAR}"))
     try:
         decision.revision = resolve_revision(profile, one_value(inventory, inventory.enclave_hosts(), REVISION_VAR))
     except PlanRefused as exc:

@@ -288,6 +288,12 @@ def _check_revision(value: Any, where: str) -> None:
         check_revision(value, where)
 
 
+def _check_options(value: Any, where: str) -> None:
+    # The names are checked against the model profile when planning (the profile may live beside the inventory).
+    if value not in (None, "") and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise UsageError(f"{where} must be a list of option names such as [mtp], got {value!r}")
+
+
 # Values whose meaning the planner defines: checked here too, so a typo fails before any host is touched.
 _CHECKED: dict[str, Callable[[Any, str], Any]] = {"enclave_parallelism": parse_overrides,
                                                   "enclave_model_revision": _check_revision,
@@ -295,7 +301,8 @@ _CHECKED: dict[str, Callable[[Any, str], Any]] = {"enclave_parallelism": parse_o
                                                   **dict.fromkeys(KIT_DIRS, check_kit_dir),
                                                   "enclave_user": check_service_user,
                                                   "ansible_host": check_address,
-                                                  "enclave_model": check_model_name}
+                                                  "enclave_model": check_model_name,
+                                                  "enclave_model_options": _check_options}
 
 
 def check_extra_vars(variables: dict[str, Any], known: KnownVars | None = None) -> None:

@@ -31,6 +31,7 @@ PLAN_VERSION = 1
 DEFAULT_PORT = 8000
 OVERRIDE_VAR = "enclave_parallelism"
 REVISION_VAR = "enclave_model_revision"
+OPTIONS_VAR = "enclave_model_options"
 OVERRIDE_KEYS = {"tensor": "tensor parallel size", "pipeline": "pipeline parallel size (one node per stage when "
                  "a stage does not fit beside the others)", "data": "data parallel size (within one node)",
                  "expert": "expert parallel on/off (MoE models)", "replicas": "run at most this many replicas"}
@@ -302,10 +303,11 @@ def _too_small(profile: ModelProfile, node: NodeHardware, nodes: Sequence[NodeHa
     return ". ".join(lines)
 
 
-def replica_args(profile: ModelProfile, hardware_class: str, replica: Replica) -> list[str]:
+def replica_args(profile: ModelProfile, hardware_class: str, replica: Replica,
+                 options: Sequence[str] = ()) -> list[str]:
     """Every engine flag of a replica except those the engine role adds per host (model path, address, key and
-    the multi-node flags)."""
-    args = list(profile.args_for(hardware_class))
+    the multi-node flags). `options`: the profile's opt-in options the inventory chose (enclave_model_options)."""
+    args = list(profile.args_for(hardware_class, options))
     args += ["--served-model-name", profile.served_model_name,
              "--tensor-parallel-size", str(replica.tensor_parallel),
              "--pipeline-parallel-size", str(replica.pipeline_parallel),
@@ -316,7 +318,7 @@ def replica_args(profile: ModelProfile, hardware_class: str, replica: Replica) -
 
 
 def plan_document(profile: ModelProfile, revision: str, plan: ParallelismPlan,
-                  port: int = DEFAULT_PORT) -> dict[str, Any]:
+                  port: int = DEFAULT_PORT, options: Sequence[str] = ()) -> dict[str, Any]:
     """The `enclave_plan` variable (the plan contract, version 1)."""
     return {
         "version": PLAN_VERSION,
@@ -327,9 +329,10 @@ def plan_document(profile: ModelProfile, revision: str, plan: ParallelismPlan,
         "port": port,
         "readiness_timeout_s": profile.readiness_timeout_s,
         "hardware_class": plan.hardware_class,
-        "env": profile.env_for(plan.hardware_class),
+        "env": profile.env_for(plan.hardware_class, options),
         "replicas": [{"name": r.name, "hosts": list(r.hosts), "tensor_parallel": r.tensor_parallel,
                       "pipeline_parallel": r.pipeline_parallel, "data_parallel": r.data_parallel,
-                      "expert_parallel": r.expert_parallel, "args": replica_args(profile, plan.hardware_class, r)}
+                      "expert_parallel": r.expert_parallel,
+                      "args": replica_args(profile, plan.hardware_class, r, options)}
                      for r in plan.replicas],
     }

@@ -29,8 +29,10 @@ PARALLELISM_STYLES = ("data-expert", "tensor")
 _CLASS_RE = re.compile(r"[a-z][a-z0-9]*")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _KEYS = {"name", "repo", "revision", "served_model_name", "size_gb", "min_gpu_memory_gb", "moe",
-         "readiness_timeout_s", "parallelism", "engine", "hardware", "description"}
+         "readiness_timeout_s", "parallelism", "engine", "hardware", "options", "description"}
 _ENGINE_KEYS = {"args", "env"}
+_OPTION_KEYS = {"description", "args", "env", "hardware"}
+_OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
 # Flags the plan or the engine role set themselves: a profile that sets them would fight the planner.
 _RESERVED_FLAGS = ("--model", "--host", "--port", "--api-key", "--served-model-name", "--tensor-parallel-size",
                    "-tp", "--pipeline-parallel-size", "-pp", "--data-parallel-size", "-dp",
@@ -48,6 +50,19 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class ProfileOption:
+    """An opt-in setting (the inventory's enclave_model_options names it), such as MTP speculative decoding: the
+    recipe leaves it off by default. A hardware class's entry replaces the option's own flags on that class."""
+
+    description: str = ""
+    settings: EngineSettings = EngineSettings()
+    hardware: Mapping[str, EngineSettings] = field(default_factory=dict)
+
+    def for_class(self, hardware_class: str) -> EngineSettings:
+        return self.hardware.get(hardware_class, self.settings)
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     name: str
     repo: str
@@ -60,6 +75,7 @@ class ModelProfile:
     parallelism: str = "tensor"  # how one node's devices are split by default: data-expert | tensor
     engine: EngineSettings = EngineSettings()  # every hardware class
     hardware: Mapping[str, EngineSettings] = field(default_factory=dict)  # per class, added to `engine`
+    options: Mapping[str, ProfileOption] = field(default_factory=dict)  # opt-in, by name
     source: Path | None = None
 
     @property
@@ -70,11 +86,26 @@ class ModelProfile:
     def hardware_classes(self) -> tuple[str, ...]:
         return tuple(sorted(self.hardware))
 
-    def args_for(self, hardware_class: str) -> tuple[str, ...]:
-        return self.engine.args + self.hardware[hardware_class].args
+    def args_for(self, hardware_class: str, options: Iterable[str] = ()) -> tuple[str, ...]:
+        chosen = tuple(a for name in options for a in self.options[name].for_class(hardware_class).args)
+        return self.engine.args + self.hardware[hardware_class].args + chosen
 
-    def env_for(self, hardware_class: str) -> dict[str, str]:
-        return {**self.engine.env, **self.hardware[hardware_class].env}
+    def env_for(self, hardware_class: str, options: Iterable[str] = ()) -> dict[str, str]:
+        chosen = {k: v for name in options for k, v in self.options[name].for_class(hardware_class).env.items()}
+        return {**self.engine.env, **self.hardware[hardware_class].env, **chosen}
+
+    def check_options(self, value: Any, where: str) -> tuple[str, ...]:
+        """The inventory's enclave_model_options for this profile: a list of its option names."""
+        if value in (None, ""):
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{where} must be a list of option names such as [mtp], got {value!r}")
+        unknown = [v for v in value if v not in self.options]
+        if unknown:
+            known = ", ".join(f"{k} ({o.description})" if o.description else k for k, o in sorted(self.options.items()))
+            raise UsageError(f"{where}: {', '.join(map(repr, unknown))} is not an option of the model profile "
+                             f"{self.name} (its options: {known or 'none'})")
+        return tuple(dict.fromkeys(value))
 
 
 def search_dirs(inventory: Path | None) -> list[Path]:
@@ -178,13 +209,47 @@ def _profile_from(data: dict[str, Any], path: Path, problems: list[str]) -> Mode
                 bad(f"hardware.{klass}", "a hardware class is a lower-case name such as cpu, h100, h200, b200")
                 continue
             hardware[klass] = _engine(settings or {}, f"hardware.{klass}", bad)
+    options = _options(data.get("options") or {}, set(hardware), bad)
     if problems:
         return None
     return ModelProfile(name=name, repo=str(repo), size_gb=float(numbers["size_gb"]),
                         min_gpu_memory_gb=float(numbers["min_gpu_memory_gb"]), revision=revision,
                         served_model_name=str(served), moe=bool(moe),
                         readiness_timeout_s=int(numbers.get("readiness_timeout_s") or 600), parallelism=str(style),
-                        engine=engine, hardware=hardware, source=path)
+                        engine=engine, hardware=hardware, options=options, source=path)
+
+
+def _options(raw: Any, classes: set[str], bad: Any) -> dict[str, ProfileOption]:
+    if not isinstance(raw, dict):
+        bad("options", f"must be a mapping of option name to {{description, args, env, hardware}}, got "
+                       f"{type(raw).__name__}")
+        return {}
+    found = {}
+    for name, spec in raw.items():
+        key = f"options.{name}"
+        if not (isinstance(name, str) and _OPTION_RE.fullmatch(name)):
+            bad(key, "an option name is lower case letters, digits and -")
+            continue
+        if not isinstance(spec, dict):
+            bad(key, f"must be a mapping with description, args, env, hardware; got {type(spec).__name__}")
+            continue
+        for extra in sorted(set(map(str, spec)) - _OPTION_KEYS):
+            bad(f"{key}.{extra}", f"unknown (known: {', '.join(sorted(_OPTION_KEYS))})")
+        settings = _engine({k: spec[k] for k in _ENGINE_KEYS if k in spec}, key, bad)
+        per_class: dict[str, EngineSettings] = {}
+        raw_classes = spec.get("hardware") or {}
+        if not isinstance(raw_classes, dict):
+            bad(f"{key}.hardware", f"must be a mapping of hardware class to {{args, env}}, got "
+                                   f"{type(raw_classes).__name__}")
+            raw_classes = {}
+        for klass, entry in raw_classes.items():
+            if klass not in classes:
+                bad(f"{key}.hardware.{klass}", f"the profile has no hardware class {klass!r} (it has: "
+                                               f"{', '.join(sorted(classes))})")
+                continue
+            per_class[klass] = _engine(entry or {}, f"{key}.hardware.{klass}", bad)
+        found[name] = ProfileOption(str(spec.get("description") or ""), settings, per_class)
+    return found
 
 
 def _engine(raw: Any, key: str, bad: Any) -> EngineSettings:
