@@ -169,3 +169,20 @@ def test_vllms_parser_rejects_a_misspelled_flag(engine_venv: Path) -> None:
     assert verdicts[0] is None
     assert verdicts[1] and "max-modle-len" in verdicts[1]
     assert verdicts[2] and "two" in verdicts[2]
+
+
+def test_every_profile_flag_passes_vllms_parser(engine_venv: Path) -> None:
+    """Each shipped profile's flags for each hardware class, alone and with every opt-in option (the recipe's
+    flags change between vLLM releases: its Blackwell FP4 indexer cache flag is gone from 0.32)."""
+    from enclave.plan.profiles import available, load_profile
+
+    labels, argvs = [], []
+    for name in available():
+        profile = load_profile(name)
+        for klass in profile.hardware_classes:
+            for options in ([], list(profile.options)):
+                labels.append(f"{name}/{klass}/{'+'.join(options) or '-'}")
+                argvs.append(["serve", "/srv/m", *profile.args_for(klass, options)])
+    verdicts = check_serve_args(engine_venv, argvs)
+    rejected = {label: verdict for label, verdict in zip(labels, verdicts, strict=True) if verdict}
+    assert not rejected, rejected
