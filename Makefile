@@ -68,3 +68,9 @@ check-fresh: venv host-packages
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache src/*.egg-info
+
+# The GPU smoke check (docs/runbooks/gpu-check.md); ENCLAVE_GPU_CHECK_WHEELHOUSE adds a vLLM run. On a machine
+# without a GPU it prints one line saying it was skipped and exits 0.
+.PHONY: gpu-check
+gpu-check: venv
+	$(BIN)/python -m tests.gpu.gpu_check

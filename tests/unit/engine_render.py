@@ -42,16 +42,18 @@ def _yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def role_vars(plan: dict[str, Any], host: str, hosts: list[str], **overrides: Any) -> dict[str, Any]:
+def role_vars(plan: dict[str, Any], host: str, hosts: list[str], *, network: str = NETWORK,
+              facts: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> dict[str, Any]:
     """Every variable the templates see on `host`, with Jinja resolved (Ansible's precedence: vars over
-    defaults, overrides like inventory group_vars over defaults)."""
+    defaults, overrides like inventory group_vars over defaults). `facts`: each host's Ansible facts (default:
+    one interface in `network` per host); the GPU smoke check passes the loopback's."""
     env = NativeEnvironment(undefined=jinja2.StrictUndefined)
     env.filters.update(FILTERS)
-    facts = {h: host_facts(i + 1) for i, h in enumerate(hosts)}
+    facts = facts or {h: host_facts(i + 1) for i, h in enumerate(hosts)}
     raw: dict[str, Any] = {**_yaml(REPO / "playbooks/roles/enclave/defaults/main.yml"),
                            **_yaml(ROLE / "defaults" / "main.yml"), **overrides,
                            **_yaml(ROLE / "vars" / "main.yml")}
-    raw.update(enclave_private_network=NETWORK, enclave_plan=plan, inventory_hostname=host,
+    raw.update(enclave_private_network=network, enclave_plan=plan, inventory_hostname=host,
                ansible_facts=facts[host], hostvars={h: {"ansible_facts": f} for h, f in facts.items()},
                engine_api_key="k" * 32, enclave_managed_header="Managed by enclave from templates/engine")
     # Ansible resolves lazily; here: passes until every value renders (a value that needs an unresolved one

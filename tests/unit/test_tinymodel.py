@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,3 +152,12 @@ def test_cli_reports_a_bad_destination_in_one_line(tmp_path: Path, capsys: pytes
     (tmp_path / "x").write_text("")
     assert tinymodel.main([str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("UsageError: ")
+
+
+def test_the_1b_shape_for_the_gpu_check_has_about_a_billion_parameters() -> None:
+    shapes = dict(tinymodel.tensor_shapes(512, tinymodel.ONE_B))
+    params = sum(math.prod(dims) for dims in shapes.values())
+    assert 0.9e9 < params < 1.1e9
+    assert shapes["model.layers.21.self_attn.k_proj.weight"] == (4 * 64, 2048)
+    assert tinymodel.shard_of("model.layers.11.mlp.up_proj.weight", tinymodel.ONE_B) == SHARD_NAMES[1]
+    assert tinymodel.shard_of("model.layers.10.mlp.up_proj.weight", tinymodel.ONE_B) == SHARD_NAMES[0]

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-_ID = re.compile(r"^test_(?P<check>\w+)\[ansible://(?P<host>[^\]]+)\]$")
+# [ansible://HOST] from `enclave verify`; [local] when a check runs on the machine itself (the GPU smoke check).
+_ID = re.compile(r"^test_(?P<check>\w+)\[(?:ansible://(?P<host>[^\]]+)|(?P<local>local))\]$")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ def parse_junit(path: Path) -> list[CheckResult]:
     for case in ET.parse(path).getroot().iter("testcase"):  # noqa: S314
         match = _ID.match(case.get("name", ""))
         concern = (case.get("classname") or "").rsplit(".", 1)[-1].removeprefix("test_")
-        host, check = (match.group("host"), match.group("check")) if match else ("-", case.get("name", "?"))
+        host, check = ((match.group("host") or match.group("local"), match.group("check")) if match
+                       else ("-", case.get("name", "?")))
         outcome, message = "passed", ""
         for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
             node = case.find(tag)

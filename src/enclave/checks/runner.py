@@ -22,16 +22,26 @@ def run_checks(inventory: Path, *, hosts: list[str] | None = None, deep: bool = 
     """The results and pytest's own output. `hosts` limits the run (testinfra's --hosts would override the
     modules' own host groups, so the limit is applied at collection instead). `modules` runs only those check
     files (e.g. "test_weights.py"); empty runs them all."""
+    env = {**os.environ, **ansible_env(inventory), "PYTHONDONTWRITEBYTECODE": "1"}
+    if hosts:
+        env[HOSTS_ENV] = ",".join(hosts)
+    return _pytest([f"--ansible-inventory={inventory}", *(["--deep"] if deep else [])], modules, env, junit, timeout)
+
+
+def run_local_checks(modules: tuple[str, ...], *, timeout: float = 600) -> tuple[list[CheckResult], str]:
+    """The shipped checks against this machine through testinfra's local backend, without an inventory (the
+    roles' defaults stand for the host's variables): how the GPU smoke check runs the nvidia checks on a node."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop(HOSTS_ENV, None)
+    return _pytest(["--hosts=local://"], modules, env, None, timeout)
+
+
+def _pytest(options: list[str], modules: tuple[str, ...], env: dict[str, str], junit: Path | None,
+            timeout: float) -> tuple[list[CheckResult], str]:
     with tempfile.TemporaryDirectory(prefix="enclave-verify-") as tmp:
         report = junit or Path(tmp) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                f"--ansible-inventory={inventory}", f"--junitxml={report}",
-                *([str(CHECKS_DIR / m) for m in modules] or [str(CHECKS_DIR)])]
-        if deep:
-            argv.append("--deep")
-        env = {**os.environ, **ansible_env(inventory), "PYTHONDONTWRITEBYTECODE": "1"}
-        if hosts:
-            env[HOSTS_ENV] = ",".join(hosts)
+                *options, f"--junitxml={report}", *([str(CHECKS_DIR / m) for m in modules] or [str(CHECKS_DIR)])]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:

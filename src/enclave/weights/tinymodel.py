@@ -4,7 +4,10 @@ The local sandbox has no GPU and no internet, yet the kit must show that it can 
 them with vLLM. This module writes a model small enough for vLLM's CPU build on two cores. For a given seed the output
 is byte-identical wherever and however often it is made, so a sha256 manifest of it never changes.
 
-    python -m enclave.weights.tinymodel DEST [--seed N]
+    python -m enclave.weights.tinymodel DEST [--seed N] [--shape tiny|1b]
+
+The `1b` shape (about a billion parameters, same tokenizer) is for the GPU smoke check (tests/gpu/gpu_check.py),
+where a model that small would measure nothing but overhead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,30 @@ HEAD_DIM = HIDDEN_SIZE // NUM_HEADS  # 64; vLLM's CPU attention rejects head_dim
 INTERMEDIATE_SIZE = 256
 NUM_LAYERS = 2
 MAX_POSITIONS = 512
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Llama architecture's sizes. head_dim is hidden / heads."""
+
+    name: str
+    hidden: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    layers: int
+    max_positions: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+TINY = Shape("tiny", HIDDEN_SIZE, NUM_HEADS, NUM_KV_HEADS, INTERMEDIATE_SIZE, NUM_LAYERS, MAX_POSITIONS)
+# TinyLlama-1.1B's layer sizes (the embeddings are small here: the vocabulary is the tiny one): ~0.97B parameters.
+ONE_B = Shape("1b", hidden=2048, heads=32, kv_heads=4, intermediate=5632, layers=22, max_positions=2048)
+SHAPES = {shape.name: shape for shape in (TINY, ONE_B)}
+
 TARGET_VOCAB = 512  # what the trainer aims for; config.json records what it actually made
 INIT_STD = 0.02
 
@@ -118,19 +146,19 @@ SOFTWARE.
 """
 
 
-def make_tiny_model(dest: Path, *, seed: int = 0) -> list[Path]:
+def make_tiny_model(dest: Path, *, seed: int = 0, shape: Shape = TINY) -> list[Path]:
     """Write the whole model into `dest` (new or empty) and return the files written, sorted by name."""
     _prepare_dest(dest)
     tokenizer = train_tokenizer()
     vocab_size = tokenizer.get_vocab_size()
     written = [
-        _write_json(dest / "config.json", model_config(tokenizer)),
+        _write_json(dest / "config.json", model_config(tokenizer, shape)),
         _write_json(dest / "generation_config.json", _special_ids(tokenizer)),
-        *_write_weights(dest, random_tensors(vocab_size, seed=seed)),
+        *_write_weights(dest, random_tensors(vocab_size, seed=seed, shape=shape), shape),
         _write_text(dest / "tokenizer.json", tokenizer.to_str(pretty=True)),
-        _write_json(dest / "tokenizer_config.json", tokenizer_config(tokenizer)),
+        _write_json(dest / "tokenizer_config.json", tokenizer_config(tokenizer, shape)),
         _write_text(dest / "LICENSE", LICENSE_TEXT),
-        _write_text(dest / "README.md", _readme(seed, vocab_size)),
+        _write_text(dest / "README.md", _readme(seed, vocab_size, shape)),
     ]
     return sorted(written)
 
@@ -158,19 +186,19 @@ def train_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def model_config(tokenizer: Tokenizer) -> dict[str, Any]:
+def model_config(tokenizer: Tokenizer, shape: Shape = TINY) -> dict[str, Any]:
     """config.json. `vocab_size` must equal the embedding rows, or vLLM fails an assertion at engine start."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": HIDDEN_SIZE,
-        "intermediate_size": INTERMEDIATE_SIZE,
-        "num_hidden_layers": NUM_LAYERS,
-        "num_attention_heads": NUM_HEADS,
-        "num_key_value_heads": NUM_KV_HEADS,
-        "head_dim": HEAD_DIM,
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": MAX_POSITIONS,
+        "max_position_embeddings": shape.max_positions,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "attention_bias": False,
@@ -184,7 +212,7 @@ def model_config(tokenizer: Tokenizer) -> dict[str, Any]:
     }
 
 
-def tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
+def tokenizer_config(tokenizer: Tokenizer, shape: Shape = TINY) -> dict[str, Any]:
     """tokenizer_config.json: what transformers (and so vLLM) needs beyond tokenizer.json to load and chat."""
     added = {
         str(tokenizer.token_to_id(token)): {
@@ -205,33 +233,34 @@ def tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
         "unk_token": UNK,
         "chat_template": CHAT_TEMPLATE,
         "clean_up_tokenization_spaces": False,
-        "model_max_length": MAX_POSITIONS,
+        "model_max_length": shape.max_positions,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
 
 
-def tensor_shapes(vocab_size: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+def tensor_shapes(vocab_size: int, shape: Shape = TINY) -> Iterator[tuple[str, tuple[int, ...]]]:
     """Every tensor of a Llama checkpoint with its shape (out, in for linears), in a fixed order.
 
     The order is part of the output: random values are drawn in it.
     """
-    yield "model.embed_tokens.weight", (vocab_size, HIDDEN_SIZE)
-    for layer in range(NUM_LAYERS):
+    h, attn, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    yield "model.embed_tokens.weight", (vocab_size, h)
+    for layer in range(shape.layers):
         prefix = f"model.layers.{layer}"
-        yield f"{prefix}.self_attn.q_proj.weight", (NUM_HEADS * HEAD_DIM, HIDDEN_SIZE)
-        yield f"{prefix}.self_attn.k_proj.weight", (NUM_KV_HEADS * HEAD_DIM, HIDDEN_SIZE)
-        yield f"{prefix}.self_attn.v_proj.weight", (NUM_KV_HEADS * HEAD_DIM, HIDDEN_SIZE)
-        yield f"{prefix}.self_attn.o_proj.weight", (HIDDEN_SIZE, NUM_HEADS * HEAD_DIM)
-        yield f"{prefix}.mlp.gate_proj.weight", (INTERMEDIATE_SIZE, HIDDEN_SIZE)
-        yield f"{prefix}.mlp.up_proj.weight", (INTERMEDIATE_SIZE, HIDDEN_SIZE)
-        yield f"{prefix}.mlp.down_proj.weight", (HIDDEN_SIZE, INTERMEDIATE_SIZE)
-        yield f"{prefix}.input_layernorm.weight", (HIDDEN_SIZE,)
-        yield f"{prefix}.post_attention_layernorm.weight", (HIDDEN_SIZE,)
-    yield "model.norm.weight", (HIDDEN_SIZE,)
-    yield "lm_head.weight", (vocab_size, HIDDEN_SIZE)
+        yield f"{prefix}.self_attn.q_proj.weight", (attn, h)
+        yield f"{prefix}.self_attn.k_proj.weight", (kv, h)
+        yield f"{prefix}.self_attn.v_proj.weight", (kv, h)
+        yield f"{prefix}.self_attn.o_proj.weight", (h, attn)
+        yield f"{prefix}.mlp.gate_proj.weight", (shape.intermediate, h)
+        yield f"{prefix}.mlp.up_proj.weight", (shape.intermediate, h)
+        yield f"{prefix}.mlp.down_proj.weight", (h, shape.intermediate)
+        yield f"{prefix}.input_layernorm.weight", (h,)
+        yield f"{prefix}.post_attention_layernorm.weight", (h,)
+    yield "model.norm.weight", (h,)
+    yield "lm_head.weight", (vocab_size, h)
 
 
-def random_tensors(vocab_size: int, *, seed: int) -> dict[str, np.ndarray]:
+def random_tensors(vocab_size: int, *, seed: int, shape: Shape = TINY) -> dict[str, np.ndarray]:
     """Float16 weights: normal(0, INIT_STD) for matrices, ones for the RMS norms (their usual start).
 
     numpy's legacy RandomState, not default_rng: its stream is frozen by numpy's compatibility policy, so the same
@@ -239,27 +268,27 @@ def random_tensors(vocab_size: int, *, seed: int) -> dict[str, np.ndarray]:
     """
     rng = np.random.RandomState(seed)
     tensors: dict[str, np.ndarray] = {}
-    for name, shape in tensor_shapes(vocab_size):
+    for name, dims in tensor_shapes(vocab_size, shape):
         if name.endswith("norm.weight"):
-            tensors[name] = np.ones(shape, dtype=np.float16)
+            tensors[name] = np.ones(dims, dtype=np.float16)
         else:
-            tensors[name] = (rng.standard_normal(shape) * INIT_STD).astype(np.float16)
+            tensors[name] = (rng.standard_normal(dims) * INIT_STD).astype(np.float16)
     return tensors
 
 
-def shard_of(name: str) -> str:
+def shard_of(name: str, shape: Shape = TINY) -> str:
     """Embeddings and the first half of the layers in shard 1, the rest and the head in shard 2.
 
     Two shards, though the model would fit in one, so the sandbox exercises the index file real checkpoints use.
     """
     if name.startswith("model.layers."):
-        return SHARD_NAMES[0] if int(name.split(".")[2]) < NUM_LAYERS // 2 else SHARD_NAMES[1]
+        return SHARD_NAMES[0] if int(name.split(".")[2]) < shape.layers // 2 else SHARD_NAMES[1]
     return SHARD_NAMES[0] if name == "model.embed_tokens.weight" else SHARD_NAMES[1]
 
 
-def _write_weights(dest: Path, tensors: dict[str, np.ndarray]) -> list[Path]:
+def _write_weights(dest: Path, tensors: dict[str, np.ndarray], shape: Shape = TINY) -> list[Path]:
     """The two shards and model.safetensors.index.json (total_size counts tensor bytes, as transformers does)."""
-    weight_map = {name: shard_of(name) for name in tensors}
+    weight_map = {name: shard_of(name, shape) for name in tensors}
     written = []
     for shard in SHARD_NAMES:
         part = {name: tensor for name, tensor in tensors.items() if weight_map[name] == shard}
@@ -282,13 +311,16 @@ def _special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     }
 
 
-def _readme(seed: int, vocab_size: int) -> str:
+def _readme(seed: int, vocab_size: int, shape: Shape = TINY) -> str:
     return (
         f"# {TINY_MODEL_REPO}\n\n"
         "Random weights for testing: this model knows nothing and answers with gibberish.\n\n"
-        f"Made by `python -m enclave.weights.tinymodel DEST --seed {seed}`, without torch, so that enclave's local\n"
+        f"Made by `python -m enclave.weights.tinymodel DEST --seed {seed}"
+        + ("" if shape == TINY else f" --shape {shape.name}")
+        + "`, without torch, so that enclave's local\n"
         "sandbox can carry, hash and serve a model end to end on CPUs. The same seed gives byte-identical files.\n\n"
-        f"Llama architecture: {NUM_LAYERS} layers, hidden {HIDDEN_SIZE}, {NUM_HEADS} heads of {HEAD_DIM}, float16.\n"
+        f"Llama architecture: {shape.layers} layers, hidden {shape.hidden}, {shape.heads} heads of {shape.head_dim}, "
+        "float16.\n"
         f"Tokenizer: byte-level BPE of {vocab_size} tokens trained on a few paragraphs of built-in text.\n\n"
         "License: MIT (see LICENSE).\n"
     )
@@ -318,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dest", type=Path, metavar="DEST", help="a new or empty directory")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=TINY.name,
+                        help="tiny (default: the sandbox's) or 1b (about a billion parameters, for GPUs)")
     args = parser.parse_args(argv)
     try:
-        written = make_tiny_model(args.dest, seed=args.seed)
+        written = make_tiny_model(args.dest, seed=args.seed, shape=SHAPES[args.shape])
     except EnclaveError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
