@@ -288,7 +288,8 @@ def serve_check(document: dict[str, Any], wheelhouse: Path, work: Path, out: Pat
             if not tokens or after.generated_tokens is None:
                 report.failures.append("vLLM: the completion or /metrics came back empty")
         finally:
-            _stop(proc)
+            if not _stop(proc):
+                report.fail(f"vLLM: processes of the engine (process group {proc.pid}) are still running")
 
 
 def _port_taken(port: int) -> bool:
@@ -324,20 +325,29 @@ def _complete(base: str, key: str, model: str) -> tuple[int, float]:
     return int(data["usage"]["completion_tokens"]), time.monotonic() - started
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """The engine and everything it started (its own session): TERM, then KILL after STOP_S."""
-    for sig, wait in ((signal.SIGTERM, STOP_S), (signal.SIGKILL, 10)):
+def _stop(proc: subprocess.Popen[bytes]) -> bool:
+    """The engine and everything it started (its own session): TERM, then KILL what is left after STOP_S.
+    True when nothing of the group is left."""
+    for sig, grace in ((signal.SIGTERM, STOP_S), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            os.killpg(proc.pid, 0)  # children left in the group?
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+            return True
+        until = time.monotonic() + grace
+        while time.monotonic() < until and _group_alive(proc):
+            time.sleep(0.5)
+        if not _group_alive(proc):
+            return True
+    return False
+
+
+def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
+    proc.poll()  # reap the engine's main process once it exits
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def run(out: Path, *, wheelhouse: str | None, read: Callable[[], dict[str, Any]] = read_facts,
