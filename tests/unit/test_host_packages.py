@@ -24,8 +24,9 @@ from tests.host_tools import TOOL_PACKAGES, VENV_TOOLS
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_TREES = ("src", "tests", "bench")
 RUN_CALLS = frozenset({"run", "Popen", "check_output", "check_call", "call"})
-# A name that looks like a command: a plain program name, not a path or a flag.
-COMMAND = re.compile(r"[a-z][a-z0-9.+_-]*")
+# A name that looks like a command: a plain program name, not a path, a flag or a Python file (a test module handed
+# to the shipped checks' runner).
+COMMAND = re.compile(r"(?![^\s]*\.py$)[a-z][a-z0-9.+_-]*")
 # Shell words that are not programs to install.
 SHELL_BUILTINS = frozenset({"umask", "cd", "test", "set", "exec", "exit", "true", "false", "export", "[", "chmod",
                             "mv", "rm", "mkdir", "cat", "cp"})
