@@ -5,9 +5,18 @@ Both paths are driven by one client on the gateway host (the only host the engin
 only difference is nginx: TLS, the key check, the proxy hop. Direct requests go round-robin to the same
 engine replicas the gateway balances over; both keep their connections alive, as real clients do. Rounds
 alternate the order of the two paths so drift in a noisy machine hits both. Prints p50/p99 latency and
-throughput of each and the ratios. Target: gateway overhead <= 10% (ratio <= 1.10).
+throughput of each over all rounds, their ratios, and the spread: each round's ratios (min/median/max) and
+the pooled ratios of the first and second half of the rounds. Target: gateway overhead <= 10% (ratio <= 1.10).
 
-    python bench/gateway.py [--sandbox NAME | -i INVENTORY] [--requests 200] [--concurrency 4] [--rounds 3]
+A p99 over few requests is the few slowest ones, so one stall on a shared machine moves it: a run is only
+worth quoting when its two halves agree within 5%. Each half stands for a run of its own, so the bench adds
+--rounds more rounds while they disagree, up to --max-rounds and --budget-s, and says whether they agreed.
+
+--loopback needs no sandbox: the role's own nginx configuration on this machine's loopback addresses in front
+of stand-in engines that answer after --engine-ms (bench/gateway_loopback.py); the client runs here.
+
+    python bench/gateway.py [--sandbox NAME | -i INVENTORY | --loopback [--engine-ms 50]]
+                            [--requests 200] [--concurrency 4] [--rounds 8] [--max-rounds 32] [--budget-s 900]
 """
 
 from __future__ import annotations
@@ -16,8 +25,11 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +113,16 @@ def _vars(inventory: Path) -> dict[str, Any]:
     return merged
 
 
+STABLE = 0.05  # the two halves' pooled ratios must agree this closely for a run to be quoted
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sandbox", default="default")
-    parser.add_argument("-i", "--inventory")
-    parser.add_argument("--requests", type=int, default=200, help="per path and round")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=8)
-    args = parser.parse_args()
-
+def _sandbox_config(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The client's config and the ssh command that runs it on the sandbox's (or inventory's) gateway host."""
     inventory = _inventory(args)
     data = yaml.safe_load(inventory.read_text())["all"]
     hosts = {name: (spec or {}).get("ansible_host", name) for group in data["children"].values()
@@ -132,8 +139,6 @@ def main() -> None:
     config = {
         "ca": ca_cert(inventory).read_text(),
         "model": plan.get("served_model_name") or variables.get("enclave_model"),
-        "max_tokens": args.max_tokens, "requests": args.requests, "concurrency": args.concurrency,
-        "rounds": args.rounds,
         "paths": {
             "gateway": {"key": client_key, "targets": [{"host": hosts[gateway_host], "port": 443, "tls": True}]},
             "direct": {"key": variables["engine_api_key"],
@@ -142,28 +147,112 @@ def main() -> None:
     }
     ssh = ["ssh", "-i", variables["ansible_ssh_private_key_file"], *variables["ansible_ssh_common_args"].split(),
            f"root@{hosts[gateway_host]}", "python3 -c " + shlex.quote(_CLIENT)]
-    proc = subprocess.run(ssh, input=json.dumps(config) + "\n", capture_output=True, text=True, check=False,
+    return config, ssh
+
+
+def _run_client(argv: list[str], config: dict[str, Any], where: str) -> dict[str, list[dict[str, Any]]]:
+    proc = subprocess.run(argv, input=json.dumps(config) + "\n", capture_output=True, text=True, check=False,
                           env={**os.environ})
     if proc.returncode != 0:
-        sys.exit(f"the client on {gateway_host} failed: {proc.stderr.strip()[-2000:]}")
-    result = json.loads(proc.stdout)
+        sys.exit(f"the client on {where} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
 
-    summary: dict[str, dict[str, float]] = {}
+
+def _pooled(batches: list[dict[str, Any]]) -> dict[str, float]:
+    latencies = [x for b in batches for x in b["latencies"]]
+    return {"p50": _quantile(latencies, 0.50) * 1000, "p99": _quantile(latencies, 0.99) * 1000,
+            "rps": len(latencies) / sum(b["seconds"] for b in batches), "n": len(latencies)}
+
+
+def _ratios(gateway: list[dict[str, Any]], direct: list[dict[str, Any]]) -> dict[str, float]:
+    """gateway / direct for latency, direct / gateway for throughput: above 1 means the gateway costs."""
+    gw, d = _pooled(gateway), _pooled(direct)
+    return {"p50": gw["p50"] / d["p50"], "p99": gw["p99"] / d["p99"], "throughput": d["rps"] / gw["rps"]}
+
+
+def halves(result: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, float], dict[str, float], float]:
+    """The pooled ratios of the first and the second half of the rounds, and their largest relative gap."""
+    gateway, direct = result["gateway"], result["direct"]
+    half = len(gateway) // 2
+    first, second = _ratios(gateway[:half], direct[:half]), _ratios(gateway[half:], direct[half:])
+    return first, second, max(abs(first[k] - second[k]) / min(first[k], second[k]) for k in first)
+
+
+def measure(run_rounds: Callable[[], dict[str, list[dict[str, Any]]]],
+            args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """--rounds rounds, then as many more at a time while the halves disagree, up to --max-rounds and --budget-s:
+    each half is a run of its own, so halves that agree stand for back-to-back runs that agree."""
+    started = time.monotonic()
+    result = run_rounds()
+    while len(result["gateway"]) + args.rounds <= args.max_rounds:
+        gap = halves(result)[2]
+        spent = time.monotonic() - started
+        chunk = spent * args.rounds / len(result["gateway"])
+        if gap <= STABLE or spent + chunk > args.budget_s:
+            break
+        print(f"  halves {100 * gap:.1f}% apart after {len(result['gateway'])} rounds: {args.rounds} more",
+              flush=True)
+        more = run_rounds()
+        for name in result:
+            result[name] += more[name]
+    return result
+
+
+def report(result: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
     for name, batches in result.items():
-        latencies = [x for b in batches for x in b["latencies"]]
         errors = sum(b["errors"] for b in batches)
         if errors:
             sys.exit(f"{name}: {errors} requests failed")
-        summary[name] = {"p50": _quantile(latencies, 0.50) * 1000, "p99": _quantile(latencies, 0.99) * 1000,
-                         "rps": sum(len(b["latencies"]) for b in batches) / sum(b["seconds"] for b in batches)}
-        print(f"{name:8} p50 {summary[name]['p50']:7.1f} ms  p99 {summary[name]['p99']:7.1f} ms  "
-              f"{summary[name]['rps']:7.1f} req/s  ({len(latencies)} requests, {args.concurrency} concurrent, "
-              f"{args.max_tokens} tokens each)")
-    gw, direct = summary["gateway"], summary["direct"]
-    ratios = {"p50": gw["p50"] / direct["p50"], "p99": gw["p99"] / direct["p99"],
-              "throughput": direct["rps"] / gw["rps"]}
-    print("gateway / direct: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
+        pooled = _pooled(batches)
+        print(f"{name:8} p50 {pooled['p50']:7.1f} ms  p99 {pooled['p99']:7.1f} ms  {pooled['rps']:7.1f} req/s  "
+              f"({pooled['n']:.0f} requests, {args.concurrency} concurrent, {args.max_tokens} tokens each)")
+    gateway, direct = result["gateway"], result["direct"]
+    rounds = len(gateway)
+    per_round = [_ratios([g], [d]) for g, d in zip(gateway, direct, strict=True)]
+    print(f"per round ({rounds} rounds of {args.requests} requests per path), gateway / direct:")
+    for key in ("p50", "p99", "throughput"):
+        values = [r[key] for r in per_round]
+        print(f"  {key:10} min {min(values):.3f}  median {statistics.median(values):.3f}  max {max(values):.3f}"
+              f"   [{' '.join(f'{v:.2f}' for v in values)}]")
+    first, second, gap = halves(result)
+    print(f"halves (rounds 1-{rounds // 2} vs {rounds // 2 + 1}-{rounds}): "
+          + ", ".join(f"{k} {first[k]:.3f} vs {second[k]:.3f}" for k in first)
+          + f"  (largest gap {100 * gap:.1f}%: "
+          + ("stable" if gap <= STABLE else f"NOT stable within {100 * STABLE:.0f}%: do not quote this run") + ")")
+    ratios = _ratios(gateway, direct)
+    print("gateway / direct, all rounds: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
           + f"  (target <= 1.10: {'met' if max(ratios.values()) <= 1.10 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sandbox", default="default")
+    parser.add_argument("-i", "--inventory")
+    parser.add_argument("--loopback", action="store_true", help="no sandbox: the role's nginx on loopback here")
+    parser.add_argument("--engine-ms", type=float, default=50.0, help="stand-in engines' service time (--loopback)")
+    parser.add_argument("--requests", type=int, default=200, help="per path and round")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8, help="at first and per extension (even: balanced order)")
+    parser.add_argument("--max-rounds", type=int, default=32, help="extend while the halves disagree, up to this")
+    parser.add_argument("--budget-s", type=float, default=900, help="no extension that would end past this")
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args()
+    if args.rounds < 2 or args.rounds % 2 or args.requests < args.concurrency:
+        sys.exit("--rounds must be even and at least 2, --requests at least --concurrency")
+    knobs = {"max_tokens": args.max_tokens, "requests": args.requests, "concurrency": args.concurrency,
+             "rounds": args.rounds}
+    if args.loopback:
+        from gateway_loopback import loopback_gateway
+
+        with loopback_gateway(args.engine_ms) as config:
+            print(f"loopback: the gateway role's nginx on 127.0.0.10, stand-in engines answering after "
+                  f"{args.engine_ms:g} ms on 127.0.0.11-12, client on this machine ({os.cpu_count()} cores)")
+            result = measure(lambda: _run_client([sys.executable, "-c", _CLIENT], {**config, **knobs},
+                                                 "this machine"), args)
+    else:
+        config, ssh = _sandbox_config(args)
+        result = measure(lambda: _run_client(ssh, {**config, **knobs}, ssh[-2].split("@", 1)[1]), args)
+    report(result, args)
 
 
 if __name__ == "__main__":
