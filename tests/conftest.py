@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import module_times
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    module_times.install(config)
+
 
 @pytest.fixture
 def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
