@@ -21,6 +21,7 @@ import yaml
 
 from enclave.sandbox import Sandbox, SandboxStatus
 from tests.host_tools import TOOL_PACKAGES
+from tests.required import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 # Stable across runs so a killed test run's sandbox is found (and recovered) by the next one.
@@ -55,10 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def integration_host() -> None:
     reasons = _missing()
     if reasons:
-        message = "integration tests skipped: " + "; ".join(reasons)
-        if os.environ.get("ENCLAVE_INTEGRATION") == "required":
-            pytest.fail(message.replace("skipped", "cannot run") + " (ENCLAVE_INTEGRATION=required)")
-        pytest.skip(message)
+        skip_or_fail("integration tests cannot run here: " + "; ".join(reasons))
     os.environ["ENCLAVE_STATE_DIR"] = str(STATE)
 
 

@@ -4,7 +4,6 @@ rendered argument list of every plan shape, so no unknown or misspelled flag shi
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from enclave.engine.venv import ensure_venv
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError
 from tests.host_tools import require_tool
+from tests.required import skip_or_fail
 from tests.unit.engine_render import exec_start_argv, render, role_vars
 
 CASES = sorted((Path(__file__).parent / "engine_cases").glob("*.yml"))
@@ -146,9 +146,7 @@ def engine_venv() -> Path:
         return ensure_venv(house, paths.cache_dir() / "engine-venvs")
     except (EnclaveError, OSError, subprocess.SubprocessError) as exc:
         reason = f"vLLM's argument parser is not available here ({exc}): run `enclave bundle --kind cpu`"
-        if os.environ.get("ENCLAVE_INTEGRATION") == "required":
-            pytest.fail(reason + " (ENCLAVE_INTEGRATION=required)")
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 def test_every_rendered_argument_list_passes_vllms_parser(engine_venv: Path) -> None:

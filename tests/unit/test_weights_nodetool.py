@@ -24,6 +24,7 @@ from enclave.weights.nodetool import (
     read_manifest,
     verify_tree,
 )
+from tests.required import skip_or_fail
 
 NODETOOL = Path(nodetool.__file__)
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -496,8 +497,9 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
-@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="needs the system python3")
 def test_cli_runs_on_the_system_python_with_stdlib_only(tmp_path: Path) -> None:
+    if not SYSTEM_PYTHON.exists():
+        skip_or_fail(f"needs the system python3 ({SYSTEM_PYTHON}), the interpreter nodes run nodetool with")
     root = make_model(tmp_path / "model")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     base = [str(SYSTEM_PYTHON), "-I", str(NODETOOL)]
