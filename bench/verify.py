@@ -86,6 +86,7 @@ def main() -> None:
         # Stamps are only trusted for files last written a few seconds before the stamp (racy mtimes).
         time.sleep(nodetool.RACY_WINDOW_NS / 1e9 + 0.5)
         first_pass(root, jobs=1)  # warm the page cache
+        load_before = os.getloadavg()[0]
         workers = nodetool.default_jobs()
         rows: dict[str, list[float]] = {"one": [], "coreutils": [], "parallel": [], "cached": []}
         for _ in range(args.rounds):
@@ -97,7 +98,12 @@ def main() -> None:
             rows["cached"].append(cached(root))
         med = {k: statistics.median(v) for k, v in rows.items()}
         gbps = {k: total / med[k] / 1e9 for k in ("one", "coreutils", "parallel")}
-        print(f"{len(every)} files, {total / 1e9:.2f} GB, {cores} cores, {args.rounds} rounds (medians)")
+        load = max(load_before, os.getloadavg()[0])
+        print(f"{len(every)} files, {total / 1e9:.2f} GB, {cores} cores, {args.rounds} rounds (medians), "
+              f"load average up to {load:.1f}")
+        if load > cores - 1:
+            print(f"  busy machine: load {load:.1f} on {cores} cores leaves no idle core for the extra workers, so the "
+                  f"speed-up measures what others left free; rerun on an idle machine")
         print(f"  nodetool verify --deep, 1 worker:   {med['one']:.2f} s ({gbps['one']:.2f} GB/s)  [baseline]")
         print(f"  nodetool verify --deep, {workers} workers:  {med['parallel']:.2f} s ({gbps['parallel']:.2f} GB/s)")
         print(f"  coreutils sha256sum (reference):    {med['coreutils']:.2f} s ({gbps['coreutils']:.2f} GB/s)")
