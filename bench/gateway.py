@@ -107,9 +107,13 @@ print(json.dumps(out))
 def _inventory(args: argparse.Namespace) -> Path:
     if args.inventory:
         return Path(args.inventory)
+    from enclave.errors import UsageError
     from enclave.sandbox import Sandbox
 
-    status = Sandbox(args.sandbox).status()
+    try:
+        status = Sandbox(args.sandbox).status()
+    except UsageError as e:
+        sys.exit(str(e))
     if not status.exists or status.inventory is None:
         sys.exit(f"sandbox {args.sandbox!r} does not exist: `enclave sandbox up --name {args.sandbox}` and deploy")
     return status.inventory
