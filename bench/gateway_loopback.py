@@ -28,7 +28,14 @@ if str(REPO) not in sys.path:  # run as `python bench/gateway.py`: the checkout'
     sys.path.insert(0, str(REPO))
 
 # The unit tests' rendering of the gateway role (and their loopback addresses and keys): one definition.
-from tests.unit.test_gateway_nginx import CLIENT_KEYS, ENGINE_KEY, NODES, free_port, rendered  # noqa: E402
+from tests.unit.test_gateway_nginx import (  # noqa: E402
+    CLIENT_KEYS,
+    ENGINE_KEY,
+    NODES,
+    free_port,
+    lay_out_prefix,
+    rendered,
+)
 
 GATEWAY_ADDRESS = "127.0.0.10"  # in the kit CA's server certificate for host "gw" (rendered() sets it)
 MODEL = "loopback-stand-in"
@@ -78,14 +85,7 @@ def loopback_gateway(engine_ms: float) -> Iterator[dict[str, Any]]:
     try:
         engine_port, https_port = free_port(), free_port()
         files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
-        prefix = tmp / "nginx"
-        (prefix / "enclave" / "tls").mkdir(parents=True)
-        (prefix / "logs").mkdir()
-        (prefix / "nginx.conf").write_text(files["nginx.conf"])
-        for name in ("api-keys.map", "engine-auth.conf", "upstream.conf"):
-            (prefix / "enclave" / name).write_text(files[name])
-        shutil.copy(tmp / "pki" / "gw.crt", prefix / "enclave" / "tls" / "server.crt")
-        shutil.copy(tmp / "pki" / "gw.key", prefix / "enclave" / "tls" / "server.key")
+        prefix = lay_out_prefix(tmp, files)
         engines = [_stand_in(address, engine_port, engine_ms / 1000) for address in NODES.values()]
         _nginx(prefix, "-t", "-q")
         _nginx(prefix)

@@ -179,12 +179,9 @@ def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str]
                       "drained": "gateway/drained.j2"})
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    require_tool("nginx")
-    tmp = tmp_path_factory.mktemp("gateway")
-    engine_port, https_port = free_port(), free_port()
-    files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
+def lay_out_prefix(tmp: Path, files: dict[str, str]) -> Path:
+    """An nginx prefix under `tmp` holding the rendered gateway files and the certificate the kit's CA issued
+    (`rendered(..., make_ca=True)`), where the role puts them below /etc/nginx."""
     prefix = tmp / "nginx"
     (prefix / "enclave" / "tls").mkdir(parents=True)
     (prefix / "logs").mkdir()
@@ -193,6 +190,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         (prefix / "enclave" / name).write_text(files[name])
     shutil.copy(tmp / "pki" / "gw.crt", prefix / "enclave" / "tls" / "server.crt")
     shutil.copy(tmp / "pki" / "gw.key", prefix / "enclave" / "tls" / "server.key")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    require_tool("nginx")
+    tmp = tmp_path_factory.mktemp("gateway")
+    engine_port, https_port = free_port(), free_port()
+    files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
+    prefix = lay_out_prefix(tmp, files)
     engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
     for engine in engines.values():
         engine.start()
