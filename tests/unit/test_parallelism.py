@@ -139,6 +139,8 @@ def test_sandbox_cpu_nodes_are_one_replica_each() -> None:
     assert doc["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     assert doc["readiness_timeout_s"] == 600
     assert doc["replicas"][0]["args"][:4] == ["--max-model-len", "256", "--gpu-memory-utilization", "0.2"]
+    # One node per replica: eager, so an engine start compiles nothing (the profile's single_host_args).
+    assert all("--enforce-eager" in r["args"] for r in doc["replicas"])
 
 
 def test_sandbox_pipeline_override_makes_one_replica_of_two_nodes() -> None:
@@ -152,6 +154,15 @@ def test_sandbox_pipeline_override_makes_one_replica_of_two_nodes() -> None:
     assert args[args.index("--pipeline-parallel-size") + 1] == "2"
     for flag in ("--nnodes", "--node-rank", "--master-addr", "--headless", "--host", "--port"):
         assert flag not in args  # the engine role adds these per host
+    assert "--enforce-eager" not in args  # pipeline parallel across CPU hosts fails eager: compiled mode stays
+
+
+@pytest.mark.parametrize("overrides", [{}, {"replicas": 1}, {"pipeline": 2}, {"pipeline": 3}, {"tensor": 1}])
+def test_sandbox_runs_eager_exactly_on_replicas_of_one_host(overrides: dict[str, int]) -> None:
+    cpu = nodes({f"node{i}": host(address=f"10.9.0.1{i}/24") for i in (1, 2, 3)}, gpu="none")
+    plan = plan_parallelism(cpu, TINY, parse_overrides(overrides))
+    for replica in plan_document(TINY, REV, plan)["replicas"]:
+        assert ("--enforce-eager" in replica["args"]) == (len(replica["hosts"]) == 1), replica
 
 
 def test_replica_count_override_and_its_limit() -> None:

@@ -38,6 +38,9 @@ def test_sandbox_profile_carries_the_cpu_facts() -> None:
     assert args[args.index("--max-model-len") + 1] == "256"
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.2"
     assert tiny.env_for("cpu") == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    # Eager only where a replica sits on one host (pipeline parallel across CPU hosts fails eager).
+    assert "--enforce-eager" not in args
+    assert tiny.args_for("cpu", single_host=True) == (*args, "--enforce-eager")
 
 
 def test_operator_profile_beside_the_inventory_wins(tmp_path: Path) -> None:
@@ -71,6 +74,10 @@ def test_unknown_profile_lists_the_known_ones() -> None:
      "key 'hardware.cpu.env.VLLM_CPU_KVCACHE_SPACE': values are strings"),
     ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nengine: {args: [--port, '1']}\nhardware: {cpu: {}}\n",
      "--port is set by the planner or the engine role"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {single_host_args: [--headless]}}\n",
+     "key 'hardware.cpu.single_host_args': --headless is set by the planner or the engine role"),
+    ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardware: {cpu: {single_host_args: --enforce-eager}}\n",
+     "key 'hardware.cpu.single_host_args': must be a list of strings"),
     ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nparallelism: wide\nhardware: {cpu: {}}\n",
      "key 'parallelism': must be one of data-expert, tensor"),
     ("repo: a/b\nsize_gb: 1\nmin_gpu_memory_gb: 0\nhardwares: {}\nhardware: {cpu: {}}\n", "key 'hardwares': unknown"),

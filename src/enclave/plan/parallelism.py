@@ -307,7 +307,7 @@ def replica_args(profile: ModelProfile, hardware_class: str, replica: Replica,
                  options: Sequence[str] = ()) -> list[str]:
     """Every engine flag of a replica except those the engine role adds per host (model path, address, key and
     the multi-node flags). `options`: the profile's opt-in options the inventory chose (enclave_model_options)."""
-    args = list(profile.args_for(hardware_class, options))
+    args = list(profile.args_for(hardware_class, options, single_host=len(replica.hosts) == 1))
     args += ["--served-model-name", profile.served_model_name,
              "--tensor-parallel-size", str(replica.tensor_parallel),
              "--pipeline-parallel-size", str(replica.pipeline_parallel),

@@ -30,7 +30,7 @@ _CLASS_RE = re.compile(r"[a-z][a-z0-9]*")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _KEYS = {"name", "repo", "revision", "served_model_name", "size_gb", "min_gpu_memory_gb", "moe",
          "readiness_timeout_s", "parallelism", "engine", "hardware", "options", "description"}
-_ENGINE_KEYS = {"args", "env"}
+_ENGINE_KEYS = {"args", "single_host_args", "env"}
 _OPTION_KEYS = {"description", "args", "env", "hardware"}
 _OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
 # Flags the plan or the engine role set themselves: a profile that sets them would fight the planner.
@@ -47,6 +47,9 @@ class ProfileError(InventoryError):
 class EngineSettings:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # Added only to replicas on one host: flags that break a replica spanning hosts (on CPU, --enforce-eager
+    # fails pipeline parallel at the first request, see the shared notes) but save time where they are safe.
+    single_host_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,12 @@ class ModelProfile:
     def hardware_classes(self) -> tuple[str, ...]:
         return tuple(sorted(self.hardware))
 
-    def args_for(self, hardware_class: str, options: Iterable[str] = ()) -> tuple[str, ...]:
-        chosen = tuple(a for name in options for a in self.options[name].for_class(hardware_class).args)
-        return self.engine.args + self.hardware[hardware_class].args + chosen
+    def args_for(self, hardware_class: str, options: Iterable[str] = (), *,
+                 single_host: bool = False) -> tuple[str, ...]:
+        args = self.engine.args + self.hardware[hardware_class].args
+        if single_host:
+            args += self.engine.single_host_args + self.hardware[hardware_class].single_host_args
+        return args + tuple(a for name in options for a in self.options[name].for_class(hardware_class).args)
 
     def env_for(self, hardware_class: str, options: Iterable[str] = ()) -> dict[str, str]:
         chosen = {k: v for name in options for k, v in self.options[name].for_class(hardware_class).env.items()}
@@ -254,18 +260,11 @@ def _options(raw: Any, classes: set[str], bad: Any) -> dict[str, ProfileOption]:
 
 def _engine(raw: Any, key: str, bad: Any) -> EngineSettings:
     if not isinstance(raw, dict):
-        bad(key, f"must be a mapping with 'args' and/or 'env', got {type(raw).__name__}")
+        bad(key, f"must be a mapping with 'args', 'single_host_args' and/or 'env', got {type(raw).__name__}")
         return EngineSettings()
     for extra in sorted(set(map(str, raw)) - _ENGINE_KEYS):
-        bad(f"{key}.{extra}", "unknown (known: args, env)")
-    args = raw.get("args") or []
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        bad(f"{key}.args", "must be a list of strings (quote numbers: \"256\")")
-        args = []
-    for arg in args:
-        flag = arg.split("=", 1)[0]
-        if flag in _RESERVED_FLAGS:
-            bad(f"{key}.args", f"{flag} is set by the planner or the engine role, not by a profile")
+        bad(f"{key}.{extra}", f"unknown (known: {', '.join(sorted(_ENGINE_KEYS))})")
+    args, single_host_args = (_args(raw, f"{key}.{name}", name, bad) for name in ("args", "single_host_args"))
     env = raw.get("env") or {}
     if not isinstance(env, dict):
         bad(f"{key}.env", f"must be a mapping of NAME: \"value\", got {type(env).__name__}")
@@ -275,4 +274,16 @@ def _engine(raw: Any, key: str, bad: Any) -> EngineSettings:
             bad(f"{key}.env.{name}", "an environment variable name is upper case, digits and _")
         elif not isinstance(value, str):
             bad(f"{key}.env.{name}", f"values are strings (quote them: \"{value}\")")
-    return EngineSettings(tuple(args), {str(k): str(v) for k, v in env.items()})
+    return EngineSettings(args, {str(k): str(v) for k, v in env.items()}, single_host_args)
+
+
+def _args(raw: dict[str, Any], key: str, name: str, bad: Any) -> tuple[str, ...]:
+    args = raw.get(name) or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        bad(key, "must be a list of strings (quote numbers: \"256\")")
+        return ()
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in _RESERVED_FLAGS:
+            bad(key, f"{flag} is set by the planner or the engine role, not by a profile")
+    return tuple(args)
