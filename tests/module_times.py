@@ -17,7 +17,7 @@ from _pytest.terminal import TerminalReporter
 NAME = "enclave-module-times"
 
 
-@dataclass
+@dataclass(eq=False)  # a registered plugin must hash (pluggy keeps plugins in sets)
 class ModuleTimes:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     tests: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))

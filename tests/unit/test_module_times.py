@@ -77,3 +77,15 @@ def test_required_turns_a_skip_into_a_failure_with_its_reason(tmp_path: Path) ->
     assert "needs the frobnicator (ENCLAVE_INTEGRATION=required: this test must run)" in failed.stdout
     assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
     assert "SKIPPED" in skipped.stdout and "needs the frobnicator" in skipped.stdout
+
+
+def test_a_directory_with_its_own_conftest_runs(tmp_path: Path) -> None:
+    # As tests/integration has: pytest then asks for a subset of the plugins, which must hash (a plain dataclass
+    # plugin made every test of `make test` an INTERNALERROR before any ran).
+    (tmp_path / "sub").mkdir()
+    proc = run_pytest(tmp_path, {"conftest.py": FIXED_DURATIONS, "sub/conftest.py": "X = 1\n",
+                                 "sub/test_inner.py": "def test_inner():\n    pass\n",
+                                 "test_outer.py": "def test_outer():\n    pass\n"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {re.sub(r"\s+", " ", line).strip() for line in summary(proc.stdout)[:2]} == {
+        "3.25s 50.0% sub/test_inner.py (1 test)", "3.25s 50.0% test_outer.py (1 test)"}
