@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +18,11 @@ def test_ci_run_keeps_makes_status_and_prints_the_wall_time_last(tmp_path: Path,
     (tmp_path / ".ci").mkdir()
     shutil.copy(REPO / ".ci" / "run", tmp_path / ".ci" / "run")
     (tmp_path / "Makefile").write_text(f"test:\n\t{recipe}\n")
-    proc = subprocess.run([str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=60, check=False)
+    # As CI starts it: not inside another make (under `make test` the outer make's MAKELEVEL/MAKEFLAGS would make
+    # the inner one print "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    proc = subprocess.run([str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=60, check=False,
+                          env=env)
     assert proc.returncode == status, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "tests ran"
