@@ -107,17 +107,24 @@ def test_cluster_traffic_flows_with_the_firewall_on(inventory: Path, deployed: s
         assert tcp_probe(inventory, "gateway", node2, port) in ("open", "refused"), f"staging -> node2:{port} filtered"
     # A client port the node does not open to its peers is filtered.
     assert tcp_probe(inventory, "node1", node2, 9999) == "filtered"
+    # Staging joins no replica: the cluster's Ray, RPC and rendezvous ports are open to the other node only.
+    for port in (6379, 13345, 29500):
+        assert tcp_probe(inventory, "node1", node2, port) in ("open", "refused"), f"node1 -> node2:{port} filtered"
+        assert tcp_probe(inventory, "gateway", node2, port) == "filtered", f"staging -> node2:{port} not filtered"
 
 
 # -- the shipped checks (`enclave verify`) fail on each fault they exist for --------------------------------
 FIREWALL_FAULTS = {
     "flushed": ("nft delete table inet enclave",
-                {"ruleset_loaded", "ingress_and_egress_policy_drop", "dropped_egress_is_counted"}),
-    "egress policy accept": ("nft 'chain inet enclave output { policy accept; }'", {"ingress_and_egress_policy_drop"}),
+                {"ruleset_loaded", "ingress_egress_and_forward_policy_drop", "dropped_egress_is_counted"}),
+    "egress policy accept": ("nft 'chain inet enclave output { policy accept; }'",
+                             {"ingress_egress_and_forward_policy_drop"}),
     "drops not counted": ("nft delete rule inet enclave output handle $(nft -a list chain inet enclave output"
                           " | sed -n 's/.*counter name .dropped_egress. # handle \\([0-9]*\\)$/\\1/p')",
                           {"dropped_egress_is_counted"}),
     "not enabled at boot": ("systemctl disable --quiet enclave-firewall.service", {"ruleset_loaded"}),
+    "forwarding allowed": ("nft 'chain inet enclave forward { policy accept; }'",
+                           {"ingress_egress_and_forward_policy_drop"}),
 }
 
 
@@ -127,7 +134,7 @@ def test_shipped_firewall_checks_fail_on_their_fault(fault: str, inventory: Path
     breaks, expected = FIREWALL_FAULTS[fault]
     clean, _ = run_checks(inventory, hosts=["node2"], modules=("test_firewall.py",))
     assert {r.check: r.outcome for r in clean} == dict.fromkeys(
-        ("ruleset_loaded", "ingress_and_egress_policy_drop", "dropped_egress_is_counted"), "passed")
+        ("ruleset_loaded", "ingress_egress_and_forward_policy_drop", "dropped_egress_is_counted"), "passed")
     try:
         ssh(inventory, "node2", breaks)
         results, _ = run_checks(inventory, hosts=["node2"], modules=("test_firewall.py",))

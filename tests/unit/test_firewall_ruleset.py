@@ -94,18 +94,47 @@ def test_ingress_allow_list_per_role(rulesets: dict[str, str]) -> None:
     assert "tcp dport 8000 ip saddr @gateways_v4 accept" in node
     assert re.search(r"set gateways_v4 \{[^}]*elements = \{ 10.40.0.10 \}", rulesets["node1"])
     assert re.search(r"set peers_v4 \{[^}]*elements = \{ 10.40.0.11, 10.40.0.12, 10.40.0.20 \}", rulesets["node1"])
-    cluster = "ip saddr @peers_v4 tcp dport { 6379, 7480, 8730, 10001-19999, 29500-29599, 32768-60999 } accept"
-    assert cluster in node
-    # Staging seeds the weights to the nodes (rsync 8730); it runs no engine.
-    assert cluster in chain(rulesets["stage"], "input") and "8000" not in chain(rulesets["stage"], "input")
+    assert re.search(r"set nodes_v4 \{[^}]*elements = \{ 10.40.0.11, 10.40.0.12 \}", rulesets["node1"])
+    assert re.search(r"set staging_v4 \{[^}]*elements = \{ 10.40.0.20 \}", rulesets["node1"])
+    cluster = "tcp dport { 6379, 7480, 8730, 10001-19999, 29500-29599, 32768-60999 } accept"
+    assert f"ip saddr @nodes_v4 {cluster}" in node and "ip saddr @nodes_v4 udp dport { 32768-60999 } accept" in node
+    # Staging joins no replica: between it and the nodes only the weights relay and seed (and SSH) are open.
+    stage = chain(rulesets["stage"], "input")
+    assert "ip saddr @staging_v4 tcp dport { 7480, 8730 } accept" in node
+    assert "ip saddr @nodes_v4 tcp dport { 7480, 8730 } accept" in stage
+    assert cluster not in stage and "udp dport" not in stage and "8000" not in stage
+    assert not re.search(r"@(peers|staging)_v4 (tcp|udp) dport \{[^}]*(6379|10001|29500|32768)", node)
     assert re.search(r"set admin_v4 \{[^}]*elements = \{ 10.40.1.0/24, 192.0.2.7 \}", rulesets["node1"])
     assert re.search(r"set admin_v6 \{[^}]*elements = \{ fd00:1::/64 \}", rulesets["node1"])
     # The gateway serves clients and runs no engine; nodes do not serve clients.
     assert "tcp dport { 443 } ip saddr @clients_v4 accept" in gw
-    assert "8000" not in gw and "@peers_v4 tcp dport" not in gw
+    assert "8000" not in gw and "_v4 tcp dport" not in gw.replace("@clients_v4", "")
     assert "443" not in node
     # The gateway is not a peer: it reaches nodes' SSH only if an admin network holds it.
     assert "tcp dport 22 ip saddr @peers_v4 accept" in node and "@peers_v4" not in gw
+
+
+def test_forwarding_is_dropped_and_counted(rulesets: dict[str, str]) -> None:
+    for host in ("node1", "gw", "stage"):
+        forward = chain(rulesets[host], "forward")
+        assert "type filter hook forward priority filter; policy drop;" in forward
+        assert 'counter name "dropped_forward"' in forward and "accept" not in forward
+        assert re.search(r"counter dropped_forward \{", rulesets[host])
+
+
+def test_icmpv6_neighbour_discovery_from_the_link_only_and_echo_limited(rulesets: dict[str, str]) -> None:
+    for host in ("node1", "gw", "stage"):
+        lines = [line.strip() for line in chain(rulesets[host], "input").splitlines()]
+        icmpv6 = [line for line in lines if line.startswith("icmpv6")]
+        assert "icmpv6 type nd-router-advert ip6 saddr fe80::/10 ip6 hoplimit 255 accept" in icmpv6
+        assert "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept" in icmpv6
+        # The echo limit comes before the conntrack shortcut (a flood is one tracked "connection").
+        assert lines.index("icmpv6 type echo-request limit rate over 50/second drop") < lines.index(
+            "ct state established,related accept")
+        assert lines.index("icmp type echo-request limit rate over 50/second drop") < lines.index(
+            "ct state established,related accept")
+        # No other rule lets router adverts in without those conditions.
+        assert not [line for line in icmpv6 if "nd-router-advert" in line and "hoplimit 255" not in line]
 
 
 def test_unit_loads_replaces_and_removes_only_the_table(rulesets: dict[str, str]) -> None:

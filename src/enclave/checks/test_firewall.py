@@ -1,5 +1,5 @@
 """firewall: the kit's nftables table is loaded (and reloaded at boot), drops what it does not allow in and out,
-and counts the egress it drops."""
+routes nothing for others, and counts the egress and forwarding it drops."""
 
 from __future__ import annotations
 
@@ -36,20 +36,21 @@ def test_ruleset_loaded(host: Any) -> None:
     assert unit.is_enabled, f"{UNIT} is not enabled: the firewall would be gone after a reboot"
     assert unit.is_running, f"{UNIT} is not active"
     chains = {e["chain"]["name"] for e in table if "chain" in e}
-    assert {"input", "output"} <= chains, f"table inet {TABLE} lacks its chains (has {sorted(chains)})"
+    assert {"input", "output", "forward"} <= chains, f"table inet {TABLE} lacks its chains (has {sorted(chains)})"
 
 
-def test_ingress_and_egress_policy_drop(host: Any) -> None:
+def test_ingress_egress_and_forward_policy_drop(host: Any) -> None:
     table = _table(host)
     policies = {e["chain"]["name"]: e["chain"].get("policy") for e in table if "chain" in e}
-    wrong = [f"{name} policy is {policies.get(name)}" for name in ("input", "output") if policies.get(name) != "drop"]
+    wrong = [f"{name} policy is {policies.get(name)}" for name in ("input", "output", "forward")
+             if policies.get(name) != "drop"]
     assert not wrong, "; ".join(wrong) + ": traffic no rule allows passes"
 
 
 def test_dropped_egress_is_counted(host: Any) -> None:
     table = _table(host)
     counters = {e["counter"]["name"] for e in table if "counter" in e}
-    missing = {"dropped_egress", "egress_public"} - counters
+    missing = {"dropped_egress", "egress_public", "dropped_forward"} - counters
     assert not missing, f"counters {sorted(missing)} are missing from table inet {TABLE}"
     output = [e["rule"] for e in table if "rule" in e and e["rule"]["chain"] == "output"]
     # The counter must sit on the output chain's last rules, where everything no rule allowed arrives.
