@@ -31,6 +31,11 @@ STATE = Path(os.environ.get("ENCLAVE_TEST_STATE_DIR") or Path(tempfile.gettempdi
 SANDBOX = os.environ.get("ENCLAVE_TEST_SANDBOX") or "test"
 ENCLAVE = str(Path(sys.executable).with_name("enclave"))
 DEPLOY_LOG = STATE / "first-deploy-ansible.log"
+# Why the session's sandbox may no longer be as deployed (one line per cause): a test on it failed, or a fixture
+# could not undo its fault. The next test on the sandbox converges it first (`enclave deploy`, which changes only
+# what differs) instead of every later module failing on a fault that is not its own.
+DIRTY = STATE / "sandbox-dirty"
+CONVERGE_TRIES = 2
 
 
 def _missing() -> list[str]:
@@ -50,6 +55,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # runs after every other test (it then pays for no deploy).
     items.sort(key=lambda item: 2 if item.get_closest_marker("destroys_sandbox")
                else 1 if item.get_closest_marker("grows_sandbox") else 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "deployed" in getattr(item, "fixturenames", ()) and item.get_closest_marker(
+            "destroys_sandbox") is None:
+        mark_dirty(f"{item.nodeid} failed in {report.when}")
+
+
+def mark_dirty(why: str) -> None:
+    """Record that the session's sandbox may hold a fault nobody undid: the next test on it converges it first."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with DIRTY.open("a") as record:
+        record.write(why + "\n")
+
+
+@pytest.fixture(autouse=True)
+def converged_when_dirty(request: pytest.FixtureRequest) -> None:
+    """Before a test on the deployed sandbox: when an earlier test left it dirty, converge it with a plain deploy.
+    A sandbox that two converges could not repair fails the tests that need it, with the causes, at once."""
+    if "deployed" not in request.fixturenames or not DIRTY.exists():
+        return
+    request.getfixturevalue("deployed")
+    causes = DIRTY.read_text()
+    tries = causes.count("converge failed")
+    if tries >= CONVERGE_TRIES:
+        pytest.fail(f"the session's sandbox is dirty and {tries} converges did not repair it:\n{causes}")
+    print(f"sandbox: converging before {request.node.nodeid}: {causes.strip()}")
+    inventory = request.getfixturevalue("inventory")
+    proc = enclave("deploy", "-i", str(inventory))
+    if proc.returncode != 0:
+        mark_dirty(f"converge failed before {request.node.nodeid} (exit {proc.returncode})")
+        pytest.fail(f"converging the dirty sandbox failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    DIRTY.unlink()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -100,6 +141,7 @@ def deployed(inventory: Path) -> subprocess.CompletedProcess[str]:
     """The first deploy of the session; tests that need converged hosts depend on it. Ansible's own output of it is
     kept as `DEPLOY_LOG` (the run's directory is pruned once 20 later runs exist)."""
     DEPLOY_LOG.unlink(missing_ok=True)  # never an earlier session's
+    DIRTY.unlink(missing_ok=True)  # the first deploy converges whatever an earlier session left
     proc = enclave("deploy", "-i", str(inventory), check=True)
     run_id = re.search(r"\(run ([\w-]+)\)", proc.stdout)
     if run_id:
