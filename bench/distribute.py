@@ -145,8 +145,8 @@ def main() -> None:
         from enclave.plan import planfile
         from enclave.plan.decide import required_plan
         from enclave.plan.facts import host_facts
-        from enclave.plan.gather import gather
-        from enclave.plan.inventory import validate
+        from enclave.runner.inventory import validate
+        from enclave.runner.reads import gather
 
         inv = validate(status.inventory)
         planfile.write(status.inventory, required_plan(inv, {h: host_facts(h, f)

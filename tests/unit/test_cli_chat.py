@@ -23,7 +23,7 @@ from enclave.cli import app
 from enclave.cli import chat as chat_cli
 from enclave.gateway.client import answer_text, chat_body
 from enclave.plan import planfile
-from enclave.plan.inventory import validate
+from enclave.runner.inventory import validate
 
 runner = CliRunner()
 KEY = "enc-" + "k" * 40

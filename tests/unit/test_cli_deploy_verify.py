@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from enclave.checks.results import CheckResult
 from enclave.cli import app
-from enclave.cli import verify as verify_cli
-from enclave.cli.verify import check_modules_for_tags
+from enclave.cli import results as results_cli
+from enclave.cli.results import check_modules_for_tags
 from enclave.runner import HostTally, RunProgress
 from tests.unit.test_cli_plan import REV, SHIPPED, _offline_deploy, write_facts, write_secrets
 
@@ -49,8 +49,8 @@ def deploy(isolated_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return seen["results"], ""
 
     monkeypatch.setattr(deploy_cli, "run_with_progress", run)
-    monkeypatch.setattr(deploy_cli, "short_verify", verify_cli.short_verify)
-    monkeypatch.setattr(verify_cli, "run_checks", checks)
+    monkeypatch.setattr(deploy_cli, "short_verify", results_cli.short_verify)
+    monkeypatch.setattr(results_cli, "run_checks", checks)
     return seen
 
 

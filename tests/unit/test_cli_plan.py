@@ -156,7 +156,7 @@ def _offline_deploy(monkeypatch: pytest.MonkeyPatch, facts: Path) -> list[object
     """deploy with the SSH probe off, facts from a recording, and the playbook run recorded instead of started."""
     from enclave.cli import deploy as deploy_cli
     from enclave.plan.gather import load_recorded
-    from enclave.plan.inventory import validate
+    from enclave.runner.inventory import validate
 
     runs: list[object] = []
     monkeypatch.setattr(deploy_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))

@@ -19,8 +19,9 @@ from enclave import paths
 from enclave.cli import app
 from enclave.cli import status as status_cli
 from enclave.plan import planfile
-from enclave.plan.inventory import validate
 from enclave.runner import PlaybookRequest, RunProgress, RunResult
+from enclave.runner import collect as runner_collect
+from enclave.runner.inventory import validate
 from enclave.status import collect
 from enclave.status.collect import GATEWAY_TASK, NODE_TASK
 
@@ -91,7 +92,7 @@ def healthy_round(at: float = 1000.0, samples: int = 2) -> list[dict[str, Any]]:
 
 def test_all_serving_shows_one_screen_and_exits_0(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRuns([healthy_round()])
-    monkeypatch.setattr(collect, "run_playbook", fake)
+    monkeypatch.setattr(runner_collect, "run_playbook", fake)
     result = runner.invoke(app, ["status", "-i", str(inventory)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     out = result.output
@@ -112,7 +113,7 @@ def test_json_names_each_problem_and_exits_1(inventory: Path, monkeypatch: pytes
               {"event": "runner_on_unreachable",
                "event_data": {"host": "gpu02", "task": "Gathering Facts", "res": {"msg": "ssh: connect timed out"}}},
               gateway(drained=["gpu01"])]
-    monkeypatch.setattr(collect, "run_playbook", FakeRuns([events]))
+    monkeypatch.setattr(runner_collect, "run_playbook", FakeRuns([events]))
     result = runner.invoke(app, ["status", "-i", str(inventory), "--json"])
     assert result.exit_code == 1, result.output
     data = json.loads(result.output)
@@ -135,7 +136,7 @@ def test_watch_without_a_terminal_prints_lines_each_round_and_ctrl_c_exits_0(
             os.kill(os.getpid(), signal.SIGINT)
 
     fake = FakeRuns([healthy_round(1000.0, samples=1), healthy_round(1005.0, samples=1)], interrupt_after_second)
-    monkeypatch.setattr(collect, "run_playbook", fake)
+    monkeypatch.setattr(runner_collect, "run_playbook", fake)
     result = runner.invoke(app, ["status", "-i", str(inventory), "--watch", "--interval", "1"],
                            env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from enclave.cli import app
 from enclave.cli import teardown as teardown_cli
 from enclave.cli.teardown import inventory_name, teardown_request
-from enclave.plan.inventory import validate
+from enclave.runner.inventory import validate
 from tests.unit.test_cli_plan import SHIPPED
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import yaml
 
 from enclave import paths
 from enclave.errors import InventoryError
-from enclave.plan.inventory import validate
+from enclave.runner.inventory import validate
 
 GOOD_VARS = {"enclave_private_network": "10.20.0.0/24"}
 

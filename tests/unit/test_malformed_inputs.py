@@ -163,8 +163,8 @@ ROWS: list[tuple[str, Breaker, str]] = [
 @pytest.fixture
 def started(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What reached a host: any playbook run, fact gathering or host check appends to it (and fails the row)."""
-    from enclave.cli import deploy, drain, plan, teardown, update, verify, weights
-    from enclave.plan import inventory
+    from enclave.cli import deploy, drain, plan, results, teardown, update, verify, weights
+    from enclave.runner import collect, inventory
 
     reached: list[str] = []
 
@@ -178,9 +178,10 @@ def started(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         monkeypatch.setattr(module, "run_with_progress", recorder(f"{module.__name__}.run_with_progress"))
     monkeypatch.setattr(deploy, "gather", recorder("deploy.gather"))
     monkeypatch.setattr(plan, "gather", recorder("plan.gather"))
-    monkeypatch.setattr(weights, "run_playbook", recorder("weights.run_playbook"))
+    monkeypatch.setattr(collect, "run_playbook", recorder("collect.run_playbook"))  # every cluster read
     monkeypatch.setattr(weights, "run_checks", recorder("weights.run_checks"))
     monkeypatch.setattr(verify, "run_checks", recorder("verify.run_checks"))
+    monkeypatch.setattr(results, "run_checks", recorder("results.run_checks"))
     monkeypatch.setattr(inventory, "probe_ssh", lambda *args, **kwargs: None)  # every host answers SSH
     return reached
 

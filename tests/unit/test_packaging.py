@@ -47,7 +47,7 @@ def test_installed_wheel_works_outside_the_checkout(wheel: Path, tmp_path: Path)
     elsewhere.mkdir()
     # The installed copy comes first on the path; the venv provides the dependencies.
     env = {**os.environ, "PYTHONPATH": str(target), "ENCLAVE_STATE_DIR": str(tmp_path / "state")}
-    probe = ("import enclave.paths as p; from enclave.plan.inventory import validate; "
+    probe = ("import enclave.paths as p; from enclave.runner.inventory import validate; "
              "print(p.share_dir()); validate(p.share_dir() / 'inventory' / 'h200-cluster', reachable=False)")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=120, check=False)

@@ -20,7 +20,8 @@ from enclave.gateway.client import GatewayTarget, answer_text
 from enclave.gateway.client import chat as send_chat
 from enclave.inventory_layout import ca_cert
 from enclave.plan import planfile
-from enclave.plan.inventory import Inventory, validate
+from enclave.plan.inventory import Inventory
+from enclave.runner.inventory import validate
 
 KEY_ENV = "ENCLAVE_API_KEY"
 

@@ -24,14 +24,14 @@ from enclave.cli.common import (
     split_list,
 )
 from enclave.cli.progress import run_with_progress
-from enclave.cli.verify import short_verify
+from enclave.cli.results import short_verify
 from enclave.plan import planfile
 from enclave.plan.decide import required_plan
 from enclave.plan.facts import host_facts
-from enclave.plan.gather import gather
-from enclave.plan.inventory import validate
 from enclave.plan.settings import roles_run
 from enclave.runner import PlaybookRequest
+from enclave.runner.inventory import validate
+from enclave.runner.reads import gather
 
 
 @reports_errors

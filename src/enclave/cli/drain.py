@@ -13,8 +13,8 @@ import typer
 from enclave.cli.common import InventoryOpt, VerboseOpt, console, reports_errors, resolve_inventory
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
-from enclave.plan.inventory import validate
 from enclave.runner import PlaybookRequest
+from enclave.runner.inventory import validate
 
 HostArg = Annotated[str, typer.Argument(help="Inventory name of the replica's head node.")]
 VaultOpt = Annotated[Path | None, typer.Option(help="File holding the vault password.")]

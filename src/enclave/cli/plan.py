@@ -17,9 +17,10 @@ from enclave.errors import UsageError
 from enclave.plan import planfile
 from enclave.plan.decide import Decision, decide, profile_for
 from enclave.plan.facts import HostFacts, host_facts
-from enclave.plan.gather import gather, load_recorded
-from enclave.plan.inventory import validate
+from enclave.plan.gather import load_recorded
 from enclave.plan.preflight import Finding, HostSettings, preflight
+from enclave.runner.inventory import validate
+from enclave.runner.reads import gather
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "skip": "cyan", "info": "dim"}
 

@@ -17,7 +17,7 @@ from rich.text import Text
 from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
 from enclave.errors import RunError, UsageError
 from enclave.plan import planfile
-from enclave.plan.inventory import validate
+from enclave.runner.inventory import validate
 from enclave.status.cluster import ClusterStatus, NodeStatus, cluster_status
 from enclave.status.collect import read_answers
 from enclave.status.gpus import GpuReading

@@ -17,8 +17,9 @@ from enclave import paths
 from enclave.cli.common import InventoryOpt, VerboseOpt, console, err, reports_errors, resolve_inventory
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
-from enclave.plan.inventory import Inventory, validate
+from enclave.plan.inventory import Inventory
 from enclave.runner import PlaybookRequest
+from enclave.runner.inventory import validate
 
 CONFIRM_WORD = "teardown"
 # Directory names that say nothing about which cluster an inventory describes.

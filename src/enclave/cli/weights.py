@@ -22,19 +22,18 @@ from enclave.cli.common import (
     resolve_inventory,
 )
 from enclave.cli.progress import run_with_progress
-from enclave.cli.verify import limit_hosts, report_results
-from enclave.errors import RunError, UsageError
+from enclave.cli.results import limit_hosts, report_results
+from enclave.errors import UsageError
 from enclave.plan import planfile
-from enclave.plan.inventory import validate
-from enclave.runner import PlaybookRequest, run_playbook
-from enclave.runner.events import RunProgress
+from enclave.runner import PlaybookRequest
+from enclave.runner.inventory import validate
+from enclave.runner.reads import weights_states
 
 app = typer.Typer(help="Model weights: fetch once, spread over the private network, verify, report.",
                   no_args_is_help=True)
 
 RevisionOpt = Annotated[str | None, typer.Option(
     "--revision", help="Stage this revision instead of the plan's (e.g. ahead of `enclave update`).")]
-STATUS_TASK = "Report the weights of this host"
 _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -84,35 +83,6 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
     raise typer.Exit(report_results(results, as_json_output))
 
 
-def collect_status(path: Path, limit: str | None = None, *, playbook: str = "weights-status.yml",
-                   what: str = "the weights state", reports: dict[str, dict[str, Any]] | None = None,
-                   report_task: str = "") -> dict[str, dict[str, Any]]:
-    """Each host's `nodetool status` of the planned model, read through a playbook that changes nothing. With
-    `reports`, each host's dict message of `report_task` (a debug task of the same playbook) lands there too."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
-        data = event.get("event_data") or {}
-        if event.get("event") != "runner_on_ok":
-            return
-        res = data.get("res") or {}
-        if data.get("task") == STATUS_TASK:
-            stdout = res.get("stdout") or "{}"
-            try:
-                found[data["host"]] = json.loads(stdout)
-            except ValueError:
-                found[data["host"]] = {"error": f"unreadable status: {stdout[:200]}"}
-        elif reports is not None and report_task and data.get("task") == report_task \
-                and isinstance(res.get("msg"), dict):
-            reports[data["host"]] = res["msg"]
-
-    result = run_playbook(PlaybookRequest(playbook=playbook, inventory=path, limit=limit), on_event=on_event)
-    if result.exit_code != 0:
-        failures = "; ".join(f"{f.host}: {f.message}" for f in result.progress.failures) or result.status
-        raise RunError(f"could not read {what}: {failures} (run dir {result.run_dir})")
-    return found
-
-
 @app.command()
 @reports_errors
 def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
@@ -121,7 +91,7 @@ def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
     path = resolve_inventory(inventory)
     validate(path)
     with err.status("reading the weights state"):
-        states = collect_status(path, limit)
+        states, _ = weights_states(path, limit)
     if as_json:
         console.print_json(json.dumps(states))
         return
@@ -151,7 +121,7 @@ def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
     if not staging:
         raise UsageError(f"{path}: no host in enclave_staging")
     with err.status("reading the staged manifest"):
-        states = collect_status(path, limit=staging[0])
+        states, _ = weights_states(path, limit=staging[0])
     revisions = (states.get(staging[0]) or {}).get("revisions", [])
     match = next((r for r in revisions if r["revision"] == wanted), None) if wanted else None
     if match is None:

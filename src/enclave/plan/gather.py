@@ -1,46 +1,22 @@
-"""Getting raw host facts: from a run of playbooks/facts.yml, or from a file recorded earlier."""
+"""Raw host facts: what a host's answer to playbooks/facts.yml holds, or a file recorded earlier. Pure: the run
+itself is enclave.runner.reads.gather."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from enclave.errors import RunError, UsageError
-from enclave.runner import PlaybookRequest, RunProgress, run_playbook
+from enclave.errors import UsageError
 
 FACTS_TASK = "Read GPUs, drivers, memory, disk and addresses"
 
 
-def facts_from_events(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    found = {}
-    for event in events:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task") == FACTS_TASK:
-            facts = ((data.get("res") or {}).get("ansible_facts") or {}).get("enclave_host")
-            if facts is not None:
-                found[str(data["host"])] = facts
-    return found
-
-
-def gather(inventory: Path, *, limit: str | None = None,
-           on_event: Callable[[dict[str, Any], RunProgress], None] | None = None) -> dict[str, dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-
-    def keep(event: dict[str, Any], progress: RunProgress) -> None:
-        events.append(event)
-        if on_event is not None:
-            on_event(event, progress)
-
-    result = run_playbook(PlaybookRequest("facts.yml", inventory, limit=limit), on_event=keep)
-    if result.exit_code != 0:
-        details = "; ".join(f"{f.host}: {f.task}: {f.message}" for f in result.progress.failures)
-        raise RunError(f"could not read facts from every host ({details or result.status}); "
-                       f"run {result.run_dir.name}, see `enclave logs`")
-    return facts_from_events(events)
+def facts_result(res: dict[str, Any]) -> dict[str, Any] | None:
+    """The module's `enclave_host` facts in FACTS_TASK's result; None when it returned none."""
+    return ((res or {}).get("ansible_facts") or {}).get("enclave_host")
 
 
 def load_recorded(path: Path) -> dict[str, dict[str, Any]]:

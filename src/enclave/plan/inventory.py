@@ -6,19 +6,17 @@ laughs" file); `hosts:`/`children:`/`vars:` that are not mappings; an inventory 
 are read with the operator's vault password file); missing enclave groups; unknown `enclave_*` or role variables
 (likely typos, with a suggestion), in the inventory or in `-e`; values of the wrong type; a model name that is not a
 profile name; a revision that is not a 40-hex commit; an `ansible_port` that is not a port; kit directories that
-are system directories, a root service user, host names and addresses that are not host names (host_inputs.py);
-hosts that do not answer SSH.
+are system directories, a root service user, host names and addresses that are not host names (host_inputs.py).
+
+Pure: Ansible's reading of the inventory (`ansible-inventory --list`) and the SSH probe of its hosts run in
+enclave.runner.inventory, whose validate() puts the two together with these checks.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
-import os
-import subprocess
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,12 @@ from typing import Any
 import yaml
 
 from enclave import paths
-from enclave.ansible_env import ansible_env
 from enclave.errors import InventoryError, UsageError
 from enclave.plan.host_inputs import KIT_DIRS, check_address, check_host, check_kit_dir, check_service_user
 from enclave.plan.known_vars import KnownVars, load_known_vars
 from enclave.plan.parallelism import parse_overrides
 from enclave.plan.profiles import check_model_name, check_revision
 from enclave.plan.settings import check_required
-from enclave.ssh_probe import probe_ssh
 
 REQUIRED_GROUPS = {"enclave_nodes": "GPU hosts that run the engine", "enclave_gateway": "the client entry point",
                    "enclave_staging": "the one host that fetches weights"}
@@ -199,22 +195,9 @@ def collect_variables(path: Path) -> list[_Found]:
     return found
 
 
-def ansible_inventory(path: Path, vault_password_file: Path | None = None) -> Inventory:
-    env = {**os.environ, **ansible_env(path),
-           # Without these, an unreadable source is a warning and an empty inventory.
-           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True"}
-    argv = ["ansible-inventory", "-i", str(path), "--list"]
-    if vault_password_file is not None:  # vaulted group_vars, as docs/security.md recommends
-        argv += ["--vault-password-file", str(vault_password_file)]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InventoryError(f"{path}: ansible-inventory could not run: {exc}") from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        said = [ln for ln in lines if "ERROR" in ln or "Unable to parse" in ln] or lines[-3:]
-        raise InventoryError(f"{path}: Ansible cannot read this inventory", said)
-    data = json.loads(proc.stdout)
+def inventory_from_listing(path: Path, data: dict[str, Any]) -> Inventory:
+    """The Inventory `ansible-inventory --list` describes in `data` (its parsed JSON; enclave.runner.inventory
+    runs it): groups with their children's hosts folded in, every host with its variables."""
     hostvars = (data.get("_meta") or {}).get("hostvars") or {}
     groups: dict[str, list[str]] = {}
 
@@ -356,7 +339,8 @@ def _templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or value.startswith("<"))
 
 
-def check_reachable(inventory: Inventory, timeout: float = 5.0) -> list[str]:
+def ssh_targets(inventory: Inventory) -> list[tuple[str, str, int]]:
+    """(host, address, port) of every enclave host reached over SSH, for the probe before a run."""
     targets = []
     for host in inventory.enclave_hosts():
         hv = inventory.hostvars.get(host, {})
@@ -367,38 +351,14 @@ def check_reachable(inventory: Inventory, timeout: float = 5.0) -> list[str]:
             continue
         port = _port(hv.get("ansible_port") or hv.get("ansible_ssh_port") or 22) or 22
         targets.append((host, address, port))
-    with ThreadPoolExecutor(max_workers=min(32, len(targets) or 1)) as pool:
-        answers = list(pool.map(lambda t: probe_ssh(t[1], t[2], timeout), targets))
-    return [f"host '{host}' ({address}:{port}) is unreachable: {why}"
-            for (host, address, port), why in zip(targets, answers, strict=True) if why]
+    return targets
 
 
-def validate(path: Path, *, reachable: bool = True, known: KnownVars | None = None,
-             vault_password_file: Path | None = None, extra_vars: dict[str, Any] | None = None,
-             required: Collection[str] = ()) -> Inventory:
-    """Everything that can be known about an inventory without touching a host (and an SSH probe).
-
-    `extra_vars` (the run's `-e`) are checked like inventory variables and count for `required`: the roles (of
-    engine, gateway, weights) whose must-have settings the run needs (enclave.plan.settings)."""
-    path = path.expanduser().resolve()
-    if not path.exists():
-        raise InventoryError(f"{path}: no such inventory file or directory")
-    if vault_password_file is not None and not vault_password_file.expanduser().is_file():
-        raise UsageError(f"--vault-password-file {vault_password_file}: no such file")
-    known = known or load_known_vars(paths.roles_dir())
-    if extra_vars:
-        check_extra_vars(extra_vars, known)
-    found = collect_variables(path)
-    inventory = ansible_inventory(path, vault_password_file and vault_password_file.expanduser().resolve())
+def static_problems(inventory: Inventory, found: list[_Found], known: KnownVars, extra_vars: dict[str, Any],
+                    required: Collection[str]) -> list[str]:
+    """Everything wrong with an inventory that can be known from its files and Ansible's reading of them."""
     problems = check_groups(inventory) + check_hosts(inventory)
     problems += check_variables(found, known)
-    problems += check_required(inventory, extra_vars or {}, paths.roles_dir(), required)
+    problems += check_required(inventory, extra_vars, paths.roles_dir(), required)
     problems += check_host_names(inventory, found)
-    if problems:
-        raise InventoryError(f"{path}: the inventory has {len(problems)} problem(s)", problems)
-    if reachable:
-        unreachable = check_reachable(inventory)
-        if unreachable:
-            raise InventoryError(f"{path}: {len(unreachable)} host(s) do not answer SSH; nothing was changed",
-                                 unreachable)
-    return inventory
+    return problems

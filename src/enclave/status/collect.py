@@ -10,7 +10,8 @@ from typing import Any
 
 from enclave import paths
 from enclave.errors import RunError
-from enclave.runner import PlaybookRequest, RunProgress, run_playbook
+from enclave.runner import PlaybookRequest
+from enclave.runner.collect import collect
 
 NODE_TASK = "Report the engine state of this host"
 GATEWAY_TASK = "Report the gateway's rotation"
@@ -32,31 +33,30 @@ def status_request(inventory: Path, *, samples: int, gap: float) -> PlaybookRequ
                            extra_vars={"engine_status_samples": samples, "engine_status_gap": gap})
 
 
+def node_answer(res: dict[str, Any]) -> Any:
+    stdout = res.get("stdout") or ""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        raise ValueError(f"unreadable answer from the status probe: {stdout[:200]}") from None
+
+
+def gateway_answer(res: dict[str, Any]) -> Any:
+    return res.get("msg") or {}
+
+
 def read_answers(inventory: Path, *, samples: int = 2, gap: float = 2.0,
                  cancel: threading.Event | None = None) -> Answers:
-    found = Answers()
-
-    def on_event(event: dict[str, Any], _progress: RunProgress) -> None:
-        data = event.get("event_data") or {}
-        host, task = data.get("host"), data.get("task")
-        if event.get("event") != "runner_on_ok" or not host:
-            return
-        res = data.get("res") or {}
-        if task == NODE_TASK:
-            stdout = res.get("stdout") or ""
-            try:
-                found.answers.setdefault(host, {})["node"] = json.loads(stdout)
-            except ValueError:
-                found.errors[host] = f"unreadable answer from the status probe: {stdout[:200]}"
-        elif task == GATEWAY_TASK:
-            found.answers.setdefault(host, {})["gateway"] = res.get("msg") or {}
-
-    result = run_playbook(status_request(inventory, samples=samples, gap=gap), on_event=on_event, cancel=cancel,
-                          runs_dir=paths.state_dir() / RUNS_SUBDIR, keep=KEEP_RUNS)
-    found.cancelled = result.cancelled
-    for failure in result.progress.failures:
+    run = collect(status_request(inventory, samples=samples, gap=gap),
+                  {NODE_TASK: node_answer, GATEWAY_TASK: gateway_answer}, cancel=cancel,
+                  runs_dir=paths.state_dir() / RUNS_SUBDIR, keep=KEEP_RUNS)
+    found = Answers(errors=dict(run.errors), cancelled=run.result.cancelled)
+    for key, task in (("node", NODE_TASK), ("gateway", GATEWAY_TASK)):
+        for host, answer in run.of(task).items():
+            found.answers.setdefault(host, {})[key] = answer
+    for failure in run.result.progress.failures:
         found.errors.setdefault(failure.host, f"{failure.task}: {failure.message}")
-    if not found.cancelled and not found.answers and result.exit_code != 0:
-        why = "; ".join(f"{h}: {m}" for h, m in found.errors.items()) or result.status
-        raise RunError(f"could not read the cluster's state: {why} (run dir {result.run_dir})")
+    if not found.cancelled and not found.answers and run.result.exit_code != 0:
+        why = "; ".join(f"{h}: {m}" for h, m in found.errors.items()) or run.result.status
+        raise RunError(f"could not read the cluster's state: {why} (run dir {run.result.run_dir})")
     return found
