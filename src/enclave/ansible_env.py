@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from enclave import paths
+from enclave import paths, vault_password
 
 
 def fact_cache_dir(inventory: Path) -> Path:
@@ -18,9 +18,13 @@ def fact_cache_dir(inventory: Path) -> Path:
 
 
 def ansible_env(inventory: Path | None = None) -> dict[str, str]:
-    """What Ansible needs beyond the caller's environment; nothing secret is added here."""
+    """What Ansible needs beyond the caller's environment; nothing secret is added here (the vault password file's
+    path, never its content)."""
     bin_dir = str(Path(sys.executable).parent)
     extra = {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(fact_cache_dir(inventory))} if inventory is not None else {}
+    vault = vault_password.active()
+    if vault is not None:
+        extra["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault)
     return {
         **extra,
         "ANSIBLE_CONFIG": str(paths.ansible_cfg()),

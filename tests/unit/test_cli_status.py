@@ -39,7 +39,7 @@ def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_state: P
     shutil.copytree(paths.share_dir() / "inventory" / "h200-cluster", copy)
     (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
     planfile.write(copy, PLAN)
-    monkeypatch.setattr(status_cli, "validate", lambda path: validate(path, reachable=False))
+    monkeypatch.setattr(status_cli, "validate", lambda path, **kw: validate(path, reachable=False, **kw))
     return copy
 
 

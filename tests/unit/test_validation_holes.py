@@ -4,9 +4,14 @@ profile name, drain of a host the inventory lacks, and inventory files too big t
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +189,69 @@ def test_a_plugin_config_is_not_taken_for_groups(tmp_path: Path) -> None:
     (tmp_path / "constructed.yml").write_text("enclave_nodes: [n1]\n")  # not a plugin: a group as a list
     with pytest.raises(InventoryError, match=r"constructed\.yml: group 'enclave_nodes' must be a mapping"):
         collect_variables(tmp_path)
+
+
+def _in_a_terminal(argv: list[str], answer: str, timeout: float = 90) -> tuple[int, str]:
+    """Run the installed CLI on a pseudo-terminal as an operator would, typing `answer` at its password prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI, with the pty as its controlling terminal
+        os.execv(argv[0], argv)  # noqa: S606 - an argv, no shell
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([fd], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"Vault password:" in output:
+                os.write(fd, answer.encode() + b"\n")
+                answered = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_ask_vault_pass_reads_the_password_at_the_terminal_and_leaves_no_file(
+        tmp_path: Path, inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = inventory / "group_vars" / "all" / "vault.yml"
+    secrets.write_text(yaml.safe_dump({f"vault_{k}": v for k, v in SECRETS.items()}))
+    (inventory / "group_vars" / "all" / "secrets.yml").write_text(
+        "".join(f'{k}: "{{{{ vault_{k} }}}}"\n' for k in SECRETS))
+    password = "correct horse battery staple"
+    (tmp_path / "vault-pass").write_text(password + "\n")
+    _encrypt(secrets, tmp_path / "vault-pass")
+    monkeypatch.setenv("ENCLAVE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    argv = [str(Path(sys.executable).with_name("enclave")), "plan", "-i", str(inventory),
+            "--facts", str(write_facts(tmp_path)), "--ask-vault-pass"]
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    before = set(scratch.glob("enclave-vault-*"))
+
+    code, output = _in_a_terminal(argv, "not the password")
+    assert code == 2, output
+    assert "Ansible cannot read this inventory" in output and "Traceback" not in output
+
+    code, output = _in_a_terminal(argv, password)
+    assert code == 0, output
+    assert "ready to deploy" in output
+    assert password not in output  # the terminal did not echo it
+    assert set(scratch.glob("enclave-vault-*")) == before  # the run's password file is gone
+
+
+def test_ask_vault_pass_without_a_terminal_says_what_to_do_instead(inventory: Path) -> None:
+    result = runner.invoke(app, ["plan", "-i", str(inventory), "--ask-vault-pass"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "needs a terminal" in result.output and "--vault-password-file" in result.output
+    result = runner.invoke(app, ["deploy", "-i", str(inventory), "--ask-vault-pass", "--vault-password-file",
+                                 str(inventory)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "give one of them" in result.output, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -15,12 +16,15 @@ from rich.text import Text
 from enclave.errors import EnclaveError, UsageError
 from enclave.plan.inventory import load_yaml
 from enclave.sandbox import DEFAULT_NAME, Sandbox
+from enclave.vault_password import vault_password_file
 
 console = Console()
 err = Console(stderr=True)
 
 # Set once by the top-level callback; the CLI runs one command per process.
 debug_mode = {"on": False}
+# What a verb holds for its own duration (an asked vault password's file): released when the verb ends, however.
+_held = contextlib.ExitStack()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +36,8 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            with _held:
+                return func(*args, **kwargs)
         except EnclaveError as exc:
             if debug_mode["on"]:
                 raise
@@ -55,6 +60,16 @@ SkipTagsOpt = Annotated[list[str] | None, typer.Option("--skip-tags", help="Skip
 ExtraVarsOpt = Annotated[list[str] | None, typer.Option(
     "--extra-vars", "-e", help="KEY=VALUE, a JSON/YAML mapping, or @FILE. Repeatable. Never shown in logs.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More Ansible output in the logs.")]
+VaultFileOpt = Annotated[Path | None, typer.Option(
+    "--vault-password-file", help="File holding the vault password (for vault-encrypted inventory variables).")]
+AskVaultOpt = Annotated[bool, typer.Option(
+    "--ask-vault-pass", help="Ask for the vault password at the terminal (kept in a private file for this run only).")]
+
+
+def use_vault(given: Path | None, ask: bool) -> Path | None:
+    """The run's vault password file (asked for now with --ask-vault-pass); every Ansible tool of this run reads it,
+    and an asked one is removed when the verb ends."""
+    return _held.enter_context(vault_password_file(given, ask))
 
 
 def split_list(values: list[str] | None) -> tuple[str, ...]:

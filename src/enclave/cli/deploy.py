@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from enclave.cli.common import (
+    AskVaultOpt,
     CheckOpt,
     DiffOpt,
     ExtraVarsOpt,
@@ -15,6 +15,7 @@ from enclave.cli.common import (
     LimitOpt,
     SkipTagsOpt,
     TagsOpt,
+    VaultFileOpt,
     VerboseOpt,
     console,
     err,
@@ -22,6 +23,7 @@ from enclave.cli.common import (
     reports_errors,
     resolve_inventory,
     split_list,
+    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.cli.results import short_verify
@@ -45,7 +47,8 @@ def deploy(
     extra_vars: ExtraVarsOpt = None,
     verbose: VerboseOpt = 0,
     flush_cache: Annotated[bool, typer.Option(help="Gather facts afresh instead of using the cache.")] = False,
-    vault_password_file: Annotated[Path | None, typer.Option(help="File holding the vault password.")] = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the host checks after a successful run.")]
     = False,
 ) -> None:
@@ -57,8 +60,9 @@ def deploy(
     """
     variables = parse_extra_vars(extra_vars)
     path = resolve_inventory(inventory)
+    vault = use_vault(vault_password_file, ask_vault_pass)
     # -e counts: it is checked for typos and may carry the settings the run's roles cannot go without
-    inv = validate(path, vault_password_file=vault_password_file, extra_vars=variables,
+    inv = validate(path, vault_password_file=vault, extra_vars=variables,
                    required=roles_run(split_list(tags), split_list(skip_tags)))
     # Plan first, from every host's facts (not only --limit's): a deploy that cannot plan stops here.
     with err.status("reading host facts and planning"):
@@ -73,7 +77,7 @@ def deploy(
     request = PlaybookRequest(
         playbook="site.yml", inventory=path, check=check, diff=diff, limit=limit, tags=split_list(tags),
         skip_tags=split_list(skip_tags), extra_vars=variables, verbosity=verbose,
-        flush_cache=flush_cache, vault_password_file=vault_password_file)
+        flush_cache=flush_cache, vault_password_file=vault)
     result = run_with_progress(request, console, title="deploy" + (" --check" if check else ""))
     if result.exit_code != 0 or check or no_verify:
         raise typer.Exit(result.exit_code)

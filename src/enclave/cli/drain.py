@@ -10,14 +10,22 @@ from typing import Annotated, Any
 
 import typer
 
-from enclave.cli.common import InventoryOpt, VerboseOpt, console, reports_errors, resolve_inventory
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    VerboseOpt,
+    console,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
 from enclave.runner import PlaybookRequest
 from enclave.runner.inventory import validate
 
 HostArg = Annotated[str, typer.Argument(help="Inventory name of the replica's head node.")]
-VaultOpt = Annotated[Path | None, typer.Option(help="File holding the vault password.")]
 
 
 def drain_request(host: str, state: str, inventory: Path, *, verbosity: int = 0,
@@ -33,10 +41,12 @@ def drain_request(host: str, state: str, inventory: Path, *, verbosity: int = 0,
                            vault_password_file=vault_password_file)
 
 
-def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_password_file: Path | None) -> None:
+def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_password_file: Path | None,
+         ask_vault_pass: bool) -> None:
     path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=vault_password_file)
-    request = drain_request(host, state, path, verbosity=verbose, vault_password_file=vault_password_file,
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, vault_password_file=vault)
+    request = drain_request(host, state, path, verbosity=verbose, vault_password_file=vault,
                             nodes=inv.hosts("enclave_nodes"))
     verb = "drain" if state == "drained" else "undrain"
     result = run_with_progress(request, console, title=f"{verb} {host}")
@@ -48,13 +58,13 @@ def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_pass
 
 @reports_errors
 def drain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
-          vault_password_file: VaultOpt = None) -> None:
+          vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Take a replica out of the gateway's rotation; requests in flight on it finish."""
-    _run(host, "drained", inventory, verbose, vault_password_file)
+    _run(host, "drained", inventory, verbose, vault_password_file, ask_vault_pass)
 
 
 @reports_errors
 def undrain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
-            vault_password_file: VaultOpt = None) -> None:
+            vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Put a drained replica back into the gateway's rotation."""
-    _run(host, "active", inventory, verbose, vault_password_file)
+    _run(host, "active", inventory, verbose, vault_password_file, ask_vault_pass)

@@ -12,7 +12,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from enclave.cli.common import InventoryOpt, LimitOpt, console, err, reports_errors, resolve_inventory
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    LimitOpt,
+    VaultFileOpt,
+    console,
+    err,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
 from enclave.errors import UsageError
 from enclave.plan import planfile
 from enclave.plan.decide import Decision, decide, profile_for
@@ -76,6 +86,8 @@ def plan(
         "--facts", help="Use facts recorded earlier (JSON/YAML: host -> enclave_host facts) instead of reading "
                         "the hosts.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print facts, findings and the plan as JSON.")] = False,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Read every host's GPUs, drivers, memory, disk and network; show the preflight decisions and the plan.
 
@@ -84,7 +96,8 @@ def plan(
     1 when a finding is an error or no plan fits, 2 for bad usage, inventory or profile.
     """
     path = resolve_inventory(inventory)
-    inv = validate(path, reachable=facts_file is None)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, reachable=facts_file is None, vault_password_file=vault)
     if facts_file is not None:
         raw = load_recorded(facts_file)
     else:

@@ -14,7 +14,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    console,
+    err,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
 from enclave.errors import RunError, UsageError
 from enclave.plan import planfile
 from enclave.runner.inventory import validate
@@ -169,6 +178,8 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between rounds with --watch (at least 1).")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON (one object per round).")] = False,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation.
 
@@ -177,7 +188,7 @@ def status(
     if interval < MIN_INTERVAL_S:
         raise UsageError(f"--interval {interval:g}: must be at least {MIN_INTERVAL_S:g} s")
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     plan = planfile.read(path)
     if plan is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "

@@ -14,7 +14,17 @@ import typer
 import yaml
 
 from enclave import paths
-from enclave.cli.common import InventoryOpt, VerboseOpt, console, err, reports_errors, resolve_inventory
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    VerboseOpt,
+    console,
+    err,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
 from enclave.plan.inventory import Inventory
@@ -105,11 +115,13 @@ def teardown(
     keep_weights: Annotated[bool, typer.Option(
         "--keep-weights", help="Keep the model revisions on disk, so a later deploy moves no weights.")] = False,
     verbose: VerboseOpt = 0,
-    vault_password_file: Annotated[Path | None, typer.Option(help="File holding the vault password.")] = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Remove what enclave installed from every host (units, venvs, gateway, firewall, weights). Asks first."""
     path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=vault_password_file)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, vault_password_file=vault)
     name = inventory_name(path)
     err.print(f"[bold red]enclave teardown[/] of {path} removes:", highlight=False)
     for line in teardown_warning(inv, keep_weights=keep_weights):
@@ -119,8 +131,7 @@ def teardown(
                               show_default=False, err=True)
         if not confirmed(answer, name):
             raise UsageError(f"teardown not confirmed (got {answer.strip()!r}); nothing was changed")
-    request = teardown_request(path, keep_weights=keep_weights, verbosity=verbose,
-                               vault_password_file=vault_password_file)
+    request = teardown_request(path, keep_weights=keep_weights, verbosity=verbose, vault_password_file=vault)
     result = run_with_progress(request, console, title="teardown")
     if result.exit_code == 0:
         console.print("enclave is removed from every host" + (" (model revisions kept)" if keep_weights else ""))

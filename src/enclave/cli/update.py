@@ -14,7 +14,17 @@ from typing import Annotated, Any
 
 import typer
 
-from enclave.cli.common import InventoryOpt, VerboseOpt, console, err, reports_errors, resolve_inventory
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    VerboseOpt,
+    console,
+    err,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
 from enclave.cli.progress import run_with_progress
 from enclave.engine.build import VLLM_VERSION
 from enclave.errors import UsageError
@@ -37,7 +47,6 @@ BEFORE_DRAIN_PLAYS = ("Install the vLLM build on every node beside the running o
 SerialOpt = Annotated[str, typer.Option("--serial", help="Nodes per batch: a number or a percentage (25%).")]
 MaxFailOpt = Annotated[str, typer.Option(
     "--max-fail", help="Share of a batch that may fail before the update stops (e.g. 0%, 50%).")]
-VaultOpt = Annotated[Path | None, typer.Option(help="File holding the vault password.")]
 
 
 def _inventory_revision(inv: Inventory) -> str | None:
@@ -95,7 +104,8 @@ def update(
     serial: SerialOpt = "1",
     max_fail: MaxFailOpt = "0%",
     verbose: VerboseOpt = 0,
-    vault_password_file: VaultOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Move every node to a model revision and vLLM version, batch by batch, without dropping client requests."""
     if vllm_version is not None:
@@ -105,14 +115,15 @@ def update(
     if model_revision is not None:
         check_revision(model_revision, "--model-revision")  # the inventory's rule, as early
     path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=vault_password_file)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, vault_password_file=vault)
     revision = model_revision or _inventory_revision(inv)
     if not revision:
         raise UsageError(f"no revision to move to: pass --model-revision or set {REVISION_VAR} in {path}")
     plan = planfile.read(path)
     request = roll_request(path, plan, revision, playbook="update.yml", serial=serial, max_fail=max_fail,
                            vllm_version=vllm_version or _inventory_vllm_version(inv), verbosity=verbose,
-                           vault_password_file=vault_password_file)
+                           vault_password_file=vault)
     _roll(path, inv, plan or {}, request, "update")
 
 
@@ -122,18 +133,20 @@ def rollback(
     serial: SerialOpt = "1",
     max_fail: MaxFailOpt = "0%",
     verbose: VerboseOpt = 0,
-    vault_password_file: VaultOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Go back to the revision and vLLM version the nodes ran before, still on disk (no transfer, no install)."""
     parse_serial(serial)  # before the nodes are read
     parse_max_fail(max_fail)
     path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=vault_password_file)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, vault_password_file=vault)
     plan = planfile.read(path)
     nodes = inv.hosts("enclave_nodes")
     with err.status("reading the kept revisions and vLLM builds on the nodes"):
         states, builds = rollback_state(path, nodes)
     revision, version = rollback_target(states, nodes, builds)
     request = roll_request(path, plan, revision, playbook="rollback.yml", serial=serial, max_fail=max_fail,
-                           vllm_version=version or None, verbosity=verbose, vault_password_file=vault_password_file)
+                           vllm_version=version or None, verbosity=verbose, vault_password_file=vault)
     _roll(path, inv, plan or {}, request, "rollback")

@@ -12,14 +12,17 @@ from rich.table import Table
 
 from enclave.checks.runner import run_checks
 from enclave.cli.common import (
+    AskVaultOpt,
     ExtraVarsOpt,
     InventoryOpt,
     LimitOpt,
+    VaultFileOpt,
     console,
     err,
     parse_extra_vars,
     reports_errors,
     resolve_inventory,
+    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.cli.results import limit_hosts, report_results
@@ -37,10 +40,11 @@ RevisionOpt = Annotated[str | None, typer.Option(
 _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str] | None) -> tuple[Path, dict[str, Any]]:
+def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str] | None,
+             vault: tuple[Path | None, bool]) -> tuple[Path, dict[str, Any]]:
     variables = parse_extra_vars(extra_vars)
     path = resolve_inventory(inventory)
-    validate(path, extra_vars=variables, required=("weights",))
+    validate(path, extra_vars=variables, required=("weights",), vault_password_file=use_vault(*vault))
     if planfile.read(path) is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
                          "names the repository and revision to fetch")
@@ -53,9 +57,10 @@ def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str]
 
 @app.command()
 @reports_errors
-def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_vars: ExtraVarsOpt = None) -> None:
+def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_vars: ExtraVarsOpt = None,
+          vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Fetch the revision once to the staging host, check it against the source, write and sign its manifest."""
-    path, variables = _prepare(inventory, revision, extra_vars)
+    path, variables = _prepare(inventory, revision, extra_vars, (vault_password_file, ask_vault_pass))
     request = PlaybookRequest(playbook="weights.yml", inventory=path, tags=("weights-stage",), extra_vars=variables)
     raise typer.Exit(run_with_progress(request, console, title="weights fetch").exit_code)
 
@@ -63,9 +68,10 @@ def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_va
 @app.command()
 @reports_errors
 def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: LimitOpt = None,
-         extra_vars: ExtraVarsOpt = None) -> None:
+         extra_vars: ExtraVarsOpt = None, vault_password_file: VaultFileOpt = None,
+         ask_vault_pass: AskVaultOpt = False) -> None:
     """Fetch (if needed), spread to every node, verify, and activate: the weights phase of `enclave deploy`."""
-    path, variables = _prepare(inventory, revision, extra_vars)
+    path, variables = _prepare(inventory, revision, extra_vars, (vault_password_file, ask_vault_pass))
     request = PlaybookRequest(playbook="weights.yml", inventory=path, limit=limit, extra_vars=variables)
     raise typer.Exit(run_with_progress(request, console, title="weights sync").exit_code)
 
@@ -74,10 +80,11 @@ def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: Li
 @reports_errors
 def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
            deep: Annotated[bool, typer.Option(help="Rehash every file instead of trusting stamps.")] = False,
-           as_json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False) -> None:
+           as_json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Check `current` on every node against its signed manifest (the weights checks of `enclave verify`)."""
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     with err.status("verifying the weights on the nodes"):
         results, _ = run_checks(path, hosts=limit_hosts(inv, limit), deep=deep, modules=("test_weights.py",))
     raise typer.Exit(report_results(results, as_json_output))
@@ -86,10 +93,11 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
 @app.command()
 @reports_errors
 def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print each host's state as JSON.")] = False) -> None:
+           as_json: Annotated[bool, typer.Option("--json", help="Print each host's state as JSON.")] = False,
+           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Per host: the current revision, the kept ones, and what the last transfer moved."""
     path = resolve_inventory(inventory)
-    validate(path)
+    validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     with err.status("reading the weights state"):
         states, _ = weights_states(path, limit)
     if as_json:
@@ -111,10 +119,11 @@ def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
 @app.command()
 @reports_errors
 def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
-         as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False) -> None:
+         as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
+         vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """The staged revision as its manifest records it: repo, revision, size, files, license."""
     path = resolve_inventory(inventory)
-    inv = validate(path)
+    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     plan = planfile.read(path)
     wanted = revision or (plan or {}).get("revision")
     staging = inv.hosts("enclave_staging")
@@ -175,12 +184,14 @@ def pack(
 def import_bundle(
     bundle_dir: Annotated[Path, typer.Argument(help="The bundle directory `enclave weights pack` wrote.")],
     inventory: InventoryOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Inside the network: verify a bundle, copy it to the staging host and stage it there (no outside access)."""
     from enclave.weights.bundle import check as check_bundle
 
     path = resolve_inventory(inventory)
-    validate(path)
+    validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     info, files = check_bundle(bundle_dir.resolve(), report=lambda m: err.print(m, highlight=False))
     variables = {"weights_import_src": str(files), "weights_repo": info["repo"], "weights_revision": info["revision"],
                  # the role's own import directory on the staging host (roles/weights/vars)
