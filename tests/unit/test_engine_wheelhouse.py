@@ -144,9 +144,12 @@ def test_bundle_cli_reuses_a_complete_cache_and_copies_it_out(tmp_path: Path, mo
     wheel = make_wheel(house.path, "pkg", "1.0")
     (house.path / "SHA256SUMS").write_text(f"{sha256_file(wheel)}  {wheel.name}\n")
     (house.path / "bundle.json").write_text(json.dumps({"wheels": 1, "bytes": wheel.stat().st_size}))
+    (house.path / "requirements.txt").write_text("\n".join(requirements_lines([wheel])) + "\n")
     result = CliRunner().invoke(app, ["bundle", "--kind", "cpu", "--verify", "--output", str(tmp_path / "carry")])
     assert result.exit_code == 0, result.output
     assert "reusing the complete wheelhouse" in result.output
+    # the pin the operator copies into the inventory: the lock's own digest, from the machine that built it
+    assert f"engine_wheelhouse_lock_sha256: {sha256_file(house.path / 'requirements.txt')}" in result.output
     assert (tmp_path / "carry" / house.build.name / wheel.name).is_file()
     again = CliRunner().invoke(app, ["bundle", "--kind", "cpu", "--output", str(tmp_path / "carry")])
     assert again.exit_code == 2 and "already exists" in again.output

@@ -48,33 +48,53 @@ if "--token-file" in sys.argv:
     record["token_file"] = {{"path": str(path), "mode": oct(stat.S_IMODE(path.stat().st_mode)),
                             "content": path.read_text()}}
 (here / "record.json").write_text(json.dumps(record))
+Path(sys.argv[sys.argv.index("--expect-out") + 1]).write_text("{{}}")
 if (here / "fail").exists():
     print(json.dumps({{"ok": False, "error": "HfHubHTTPError: 401 Client Error (the mirror said no)"}}))
     sys.exit(1)
 print(json.dumps({{"ok": True, "files": 1, "bytes_total": 5, "bytes_downloaded": 5, "seconds": 0.1}}))
 """
-FAKE_PIP = "#!/bin/sh\necho 'Requirement already satisfied: huggingface_hub'\n"
+# Stands in for systemd-run, which needs a running systemd: records its own arguments, then runs the command after
+# `--` with only the --setenv values (as a transient unit would; as the caller, not the unit's User=).
+FAKE_SYSTEMD_RUN = """#!{python}
+import json, os, sys
+from pathlib import Path
+split = sys.argv.index("--")
+options, command = sys.argv[1:split], sys.argv[split + 1:]
+Path({record!r}).write_text(json.dumps(options))
+env = {{"PATH": os.environ["PATH"]}}
+env.update(o.removeprefix("--setenv=").split("=", 1) for o in options if o.startswith("--setenv="))
+os.execve(command[0], command, env)
+"""
 
 
 def _fetch(tmp: Path, *, token: str, fail: bool = False) -> tuple[Any, dict[str, Any], Path]:
     """Run fetch_hf.yml at -vvv against the stand-in client: (process, what the client recorded, token file)."""
     opt, root = tmp / "opt", tmp / "srv"
-    bin_dir = opt / "hub-client" / "bin"
+    bin_dir, run_dir = opt / "hub-client" / "bin", tmp / "fake-bin"
     bin_dir.mkdir(parents=True)
+    run_dir.mkdir()
     (root / "weights-work").mkdir(parents=True, mode=0o700)  # stage.yml makes it before the fetch
-    for name, text in (("python", FAKE_CLIENT.format(python=sys.executable, token=TOKEN)), ("pip", FAKE_PIP)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
+    (tmp / "models" / "org--name" / REVISION).mkdir(parents=True)  # and the revision directory
+    for path, text in ((bin_dir / "python", FAKE_CLIENT.format(python=sys.executable, token=TOKEN)),
+                       (run_dir / "systemd-run", FAKE_SYSTEMD_RUN.format(python=sys.executable,
+                                                                         record=str(tmp / "systemd-run.json")))):
+        path.write_text(text)
+        path.chmod(0o755)
     if fail:
         (bin_dir / "fail").write_text("")
     proc = run_play(tmp, roles=["weights"], groups={"enclave_staging": {"staging": {}}},
                     task_files=("weights/tasks/fetch_hf.yml",), args=("-vvv",),
+                    env={"PATH": f"{run_dir}:{os.environ['PATH']}"},
                     extra={"enclave_opt_dir": str(opt), "enclave_root": str(root),
-                           "enclave_models_dir": str(tmp / "models"),
+                           "enclave_models_dir": str(tmp / "models"), "enclave_group": "root",
+                           # an unprivileged user this machine has; the role makes its own on a staging host
+                           "weights_fetch_user": "nobody", "weights_fetch_group": "nogroup",
                            "weights_source": {"type": "hf", "endpoint": "http://127.0.0.1:9"},
                            "weights_repo": "org/name", "weights_revision": REVISION, "weights_hf_token": token})
     record = json.loads((bin_dir / "record.json").read_text())
-    return proc, record, root / "weights-work" / "hub-token"
+    record["systemd_run"] = json.loads((tmp / "systemd-run.json").read_text())
+    return proc, record, root / "weights-fetch" / "hub-token"
 
 
 def _assert_token_nowhere_but_its_file(proc: Any, record: dict[str, Any], token_file: Path) -> None:
@@ -91,6 +111,8 @@ def test_the_token_reaches_the_fetch_only_in_a_0600_file_removed_afterwards(tmp_
     assert proc.returncode == 0, proc.stdout[-3000:]
     _assert_token_nowhere_but_its_file(proc, record, token_file)
     assert record["environ"]["HF_ENDPOINT"] == "http://127.0.0.1:9"  # the non-secret settings still arrive
+    assert "--property=User=nobody" in record["systemd_run"]  # run as the fetch user, in its own unit
+    assert TOKEN not in json.dumps(record["systemd_run"])
 
 
 def test_the_token_file_is_removed_when_the_fetch_fails(tmp_path: Path) -> None:
@@ -142,6 +164,9 @@ def test_no_playbook_or_role_passes_a_secret_through_environment() -> None:
     problems: list[str] = []
     files = sorted((REPO / "playbooks").rglob("*.yml"))
     environments = [e for f in files for e in _environments(yaml.safe_load(f.read_text()), str(f.relative_to(REPO)))]
+    # The hub fetch's environment reaches it through systemd-run's --setenv arguments: a command line, so the same rule.
+    environments.append(("weights/vars/main.yml weights_hf_environment (systemd-run --setenv)",
+                         variables["weights_hf_environment"]))
     assert environments, "found no `environment:` at all: the scan is looking in the wrong place"
     for where, env in environments:
         if isinstance(env, str):

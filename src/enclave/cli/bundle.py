@@ -11,7 +11,7 @@ import typer
 from enclave import paths
 from enclave.cli.common import console, err, reports_errors
 from enclave.engine.build import KINDS, VLLM_VERSION, EngineBuild
-from enclave.engine.wheelhouse import Wheelhouse
+from enclave.engine.wheelhouse import Wheelhouse, sha256_file
 from enclave.errors import EnclaveError, UsageError
 
 
@@ -35,8 +35,8 @@ def bundle(
 ) -> None:
     """Download the pinned vLLM and every dependency as wheels, with a hash-locked requirements.txt.
 
-    Cached under ~/.cache/enclave/wheelhouse and reused when complete. Serve the directory inside the network
-    and set engine_wheelhouse_url to its URL.
+    Cached under ~/.cache/enclave/wheelhouse and reused when complete. Serve the directory inside the network,
+    set engine_wheelhouse_url to its URL and engine_wheelhouse_lock_sha256 to the digest printed last.
     """
     build = EngineBuild(kind=kind, version=version, python=python)
     house = Wheelhouse(paths.cache_dir() / "wheelhouse", build)
@@ -58,4 +58,7 @@ def bundle(
     console.print(f"{build.name}: {info['wheels']} wheels, {int(info['bytes']) / 1e9:.2f} GB at {path}",
                   highlight=False)
     console.print(f"nodes install vllm {build.installed_version} from it: set engine_wheelhouse_url to the URL "
-                  "that serves this directory", highlight=False)
+                  "that serves this directory, and pin its lock (the server could swap a wheel and the lock "
+                  "together):", highlight=False)
+    console.print(f"engine_wheelhouse_lock_sha256: {sha256_file(path / 'requirements.txt')}", highlight=False,
+                  soft_wrap=True)  # one line, to copy into the inventory

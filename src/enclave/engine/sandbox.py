@@ -1,4 +1,5 @@
-"""What the sandbox gives the engine role: the CPU wheelhouse served to the nodes, and a generated API key.
+"""What the sandbox gives the engine role: the CPU wheelhouse served to the nodes, its lock's pin, and a generated
+API key.
 
 Both land in the sandbox inventory's group_vars/all/engine.yml (mode 0600, the key is a secret), where an
 operator's inventory would keep them (the key in Ansible Vault).
@@ -14,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from enclave.engine.build import SANDBOX_BUILD
-from enclave.engine.wheelhouse import Wheelhouse
+from enclave.engine.wheelhouse import Wheelhouse, sha256_file
 
 VARS_FILE = "engine.yml"
 
@@ -36,14 +37,23 @@ def ensure_served_wheelhouse(cache_root: Path, served_dir: Path, report: Callabl
     return SANDBOX_BUILD.name
 
 
-def write_engine_vars(inventory_dir: Path, wheelhouse_url: str) -> Path:
-    """group_vars/all/engine.yml: the wheelhouse URL and an API key, generated once and kept across `up`s."""
+def served_lock_sha256(cache_root: Path) -> str:
+    """sha256 of the sandbox wheelhouse's requirements.txt, read from the controller's own copy (the one it built),
+    never from the wheel server: the pin the nodes check the served lock against."""
+    return sha256_file(Wheelhouse(cache_root / "wheelhouse", SANDBOX_BUILD).path / "requirements.txt")
+
+
+def write_engine_vars(inventory_dir: Path, wheelhouse_url: str, lock_sha256: str) -> Path:
+    """group_vars/all/engine.yml: the wheelhouse URL, its lock's pinned sha256, and an API key, generated once and
+    kept across `up`s."""
     path = inventory_dir / "group_vars" / "all" / VARS_FILE
     current = yaml.safe_load(path.read_text()) if path.is_file() else None
     key = (current or {}).get("engine_api_key") or secrets.token_urlsafe(32)
-    text = ("# Written by `enclave sandbox up`: where the nodes install vLLM from, and the engine's API key\n"
-            "# (generated once; on real hosts keep the key in Ansible Vault).\n"
-            + yaml.safe_dump({"engine_wheelhouse_url": wheelhouse_url, "engine_api_key": key}, sort_keys=False))
+    text = ("# Written by `enclave sandbox up`: where the nodes install vLLM from, the sha256 of the lock they\n"
+            "# install (the sandbox built the wheelhouse), and the engine's API key (generated once; on real hosts\n"
+            "# keep the key in Ansible Vault).\n"
+            + yaml.safe_dump({"engine_wheelhouse_url": wheelhouse_url, "engine_wheelhouse_lock_sha256": lock_sha256,
+                              "engine_api_key": key}, sort_keys=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.read_text() == text:
         return path

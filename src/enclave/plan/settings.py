@@ -25,6 +25,7 @@ ROLES = ("engine", "gateway", "weights")
 _UNKNOWN = object()  # a value only Ansible can resolve
 _REF_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _CLIENT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # gateway/tasks/validate.yml: a client name
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")  # engine/tasks/validate.yml, weights/tasks/validate.yml: a pinned lock
 
 
 def _role_file(roles_dir: Path, role: str, *parts: str) -> dict[str, Any]:
@@ -54,8 +55,9 @@ def roles_run(tags: Collection[str] = (), skip_tags: Collection[str] = ()) -> tu
 
 def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
                    roles: Collection[str] = ROLES) -> list[str]:
-    """engine_api_key on every node, gateway_api_keys on every gateway, weights_source on the staging host (each
-    only for a role in `roles`)."""
+    """engine_api_key (and, with a wheelhouse, its lock's pinned sha256) on every node, gateway_api_keys on every
+    gateway, weights_source (and, from a hub, the hub client's pinned lock) on the staging host (each only for a
+    role in `roles`)."""
     problems: list[str] = []
     if not roles:
         return problems
@@ -73,16 +75,44 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
         hostvars = inventory.hostvars.get(host, {})
         problems += _gateway_keys(host, _resolved("gateway_api_keys", hostvars, extra, {}), key_pattern,
                                   lambda value, hv=hostvars: _resolve(value, hv, extra))
+    for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
+        hostvars = inventory.hostvars.get(host, {})
+        if _resolved("engine_wheelhouse_url", hostvars, extra, ""):
+            problems += _lock_pin(host, hostvars, extra, "engine_wheelhouse", "engine_wheelhouse_url",
+                                  "`enclave bundle` prints it; or `sha256sum requirements.txt` in the wheelhouse")
     for host in inventory.hosts("enclave_staging") if "weights" in roles else ():
         source = _resolved("weights_source", inventory.hostvars.get(host, {}), extra, {})
         why = "" if source is _UNKNOWN else _source_problem(source, source_types)
         if why:
             problems.append(f"host '{host}': weights_source must be {{type: hf, endpoint: URL}}, {{type: local, "
                             f"path: DIR}} or {{type: http, url: http(s)://...}}; {why} (docs/runbooks/weights.md)")
+        elif isinstance(source, dict) and source.get("type") == "hf":
+            problems += _lock_pin(host, inventory.hostvars.get(host, {}), extra, "weights_hub_client",
+                                  "weights_source type hf", "`sha256sum requirements.txt` beside the hub client's "
+                                  "wheels: docs/runbooks/weights.md")
     for problem in problems:
         host, _, said = problem.partition(": ")
         merged.setdefault(said, []).append(host.removeprefix("host "))
     return [f"host{'s' if len(hosts) > 1 else ''} {', '.join(hosts)}: {said}" for said, hosts in merged.items()]
+
+
+def _lock_pin(host: str, hostvars: dict[str, Any], extra: dict[str, Any], prefix: str, needed_by: str,
+              how: str) -> list[str]:
+    """A hash lock fetched from the server that also serves its wheels is trusted only by the sha256 the operator
+    pins (PREFIX_lock_sha256), or by an explicit PREFIX_lock_unpinned: true (docs/security.md)."""
+    name = f"{prefix}_lock_sha256"
+    pin = _resolved(name, hostvars, extra, "")
+    unpinned = _resolved(f"{prefix}_lock_unpinned", hostvars, extra, False)
+    if pin is _UNKNOWN or unpinned is _UNKNOWN:
+        return []
+    if pin in ("", None):
+        if unpinned is True:
+            return []
+        return [f"host '{host}': {name} is not set; {needed_by} needs the lock's sha256 pinned ({how}), or "
+                f"{prefix}_lock_unpinned: true to trust whatever the server serves (docs/security.md)"]
+    if not (isinstance(pin, str) and _SHA256_RE.fullmatch(pin)):
+        return [f"host '{host}': {name} {str(pin)[:80]!r} is not a sha256 (64 lowercase hex digits; {how})"]
+    return []
 
 
 def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], resolve: Callable[[Any], Any]) -> list[str]:

@@ -173,7 +173,8 @@ class Sandbox:
                 report(f"{len(started)} node(s) booted and answering SSH")
             self._write_inventory(spec, weights_source)
             engine_sandbox.write_engine_vars(self.inventory_path.parent,
-                                             f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/")
+                                             f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/",
+                                             engine_sandbox.served_lock_sha256(self.cache.parent))
             gateway_sandbox.write_gateway_vars(self.inventory_path.parent)
             return self._status(state, spec)
 
@@ -238,7 +239,7 @@ class Sandbox:
         public_key = (self.cache / "repo-key" / "public.asc").read_text()
         self.inventory_path.write_text(inventory.render(
             spec, private_key=self.private_key, known_hosts=self.known_hosts, repo_public_key=public_key,
-            model_revision=weights.revision))
+            model_revision=weights.revision, hub_client_lock_sha256=weights.client_lock_sha256))
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> SandboxStatus:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from enclave.engine.wheelhouse import requirements_lines, sha256_file
 from enclave.errors import SandboxError
 from enclave.mirror.repo import publish
 from enclave.sandbox import system
@@ -33,6 +35,7 @@ class HubContent:
     repo: str
     revision: str  # the 40-hex commit the tiny model was published as
     wheels: Path  # directory served over plain HTTP; hub-client/ holds the staging host's client wheels
+    client_lock_sha256: str  # of hub-client/requirements.txt: the pin the sandbox's inventory carries
 
 
 def ensure(cache: Path, report: object = None) -> HubContent:
@@ -41,7 +44,8 @@ def ensure(cache: Path, report: object = None) -> HubContent:
     revision = _ensure_model(cache, root, say)
     wheels = cache / "wheels"
     _ensure_client_wheels(wheels / "hub-client", say)
-    return HubContent(root, TINY_MODEL_REPO, revision, wheels)
+    lock = ensure_client_lock(wheels / "hub-client")
+    return HubContent(root, TINY_MODEL_REPO, revision, wheels, sha256_file(lock))
 
 
 def _ensure_model(cache: Path, root: Path, say: object) -> str:
@@ -85,6 +89,21 @@ def _ensure_client_wheels(dest: Path, say: object) -> None:
     if not any(dest.glob("*.whl")):
         raise SandboxError(f"pip downloaded no wheels into {dest}")
     done.write_text(version + "\n")
+
+
+def ensure_client_lock(wheels: Path) -> Path:
+    """requirements.txt beside the client's wheels: every wheel as `name==version --hash=sha256:...`, what the
+    staging host installs with `--require-hashes --no-deps`. Made from the wheels the sandbox downloaded itself
+    (it is the connected machine here), so the digest it pins in the inventory is one it computed, not one the
+    wheel server told it."""
+    lock = wheels / "requirements.txt"
+    text = ("# huggingface_hub for the staging host: pip install --no-deps --require-hashes -r requirements.txt\n"
+            + "\n".join(requirements_lines(sorted(wheels.glob("*.whl")))) + "\n")
+    if not (lock.is_file() and lock.read_text() == text):
+        tmp = lock.with_name(f".{lock.name}.{os.getpid()}")  # the cache is shared: never a half-written lock
+        tmp.write_text(text)
+        tmp.replace(lock)
+    return lock
 
 
 def hub_server(content: HubContent, address: ipaddress.IPv4Address, logs: Path) -> Daemon:

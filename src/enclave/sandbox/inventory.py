@@ -25,7 +25,7 @@ _LiteralDumper.add_representer(str, _str)
 
 
 def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str,
-           model_revision: str) -> str:
+           model_revision: str, hub_client_lock_sha256: str) -> str:
     controller = str(spec.controller_address)
     groups: dict[str, dict[str, Any]] = {}
     for host in spec.hosts:
@@ -56,6 +56,8 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 "enclave_model_revision": model_revision,
                 "weights_source": {"type": "hf", "endpoint": f"http://{controller}:{HUB_PORT}"},
                 "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
+                # The sandbox made the client's lock, so it knows the digest to pin (docs/security.md).
+                "weights_hub_client_lock_sha256": hub_client_lock_sha256,
             },
             "children": groups,
         }

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Fetch one pinned revision of a model repo with the real huggingface_hub client, on the staging host.
 
-Run by the weights role with the Python of the staging host's hub-client venv:
+Run by the weights role with the Python of the staging host's hub-client venv, as the unprivileged fetch user in a
+transient systemd unit (fetch_hf.yml), never as root and never where the signing key is visible:
 
     python hubfetch.py --repo ORG/NAME --revision SHA --dest DIR --expect-out FILE [--token-file FILE] [--workers N]
         [--json]
 
 The endpoint (`HF_ENDPOINT`) and the transport switches (`HF_HUB_DISABLE_XET`, ...) come from the environment. The
-token comes from `--token-file`, a 0600 file the role writes under no_log and removes afterwards: never from the
+token comes from `--token-file`, a 0600 file of the fetch user the role writes under no_log and removes afterwards: never from the
 environment, which Ansible would put on the remote command line (`ps`, sudo's log, -vvv output). The client does
 not check the bytes it downloads (and, from 1.18, does not resume across runs): this script records the hub's own
 sizes and LFS sha256 values in `--expect-out`, and `nodetool manifest build --expect-json` refuses any file that does
