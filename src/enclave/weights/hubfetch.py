@@ -8,11 +8,11 @@ transient systemd unit (fetch_hf.yml), never as root and never where the signing
         [--json]
 
 The endpoint (`HF_ENDPOINT`) and the transport switches (`HF_HUB_DISABLE_XET`, ...) come from the environment. The
-token comes from `--token-file`, a 0600 file of the fetch user the role writes under no_log and removes afterwards: never from the
-environment, which Ansible would put on the remote command line (`ps`, sudo's log, -vvv output). The client does
-not check the bytes it downloads (and, from 1.18, does not resume across runs): this script records the hub's own
-sizes and LFS sha256 values in `--expect-out`, and `nodetool manifest build --expect-json` refuses any file that does
-not match them. Files already complete in DIR are not downloaded again.
+token comes from `--token-file`, a 0600 file of the fetch user the role writes under no_log and removes afterwards:
+never from the environment, which Ansible would put on the remote command line (`ps`, sudo's log, -vvv output).
+The client does not check the bytes it downloads (and, from 1.18, does not resume across runs): this script records
+the hub's own sizes and LFS sha256 values in `--expect-out`, and `nodetool manifest build --expect-json` refuses any
+file that does not match them. Files already complete in DIR are not downloaded again.
 """
 
 from __future__ import annotations
