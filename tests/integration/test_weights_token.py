@@ -92,6 +92,7 @@ def test_a_fetch_at_vvv_leaves_the_token_nowhere(inventory: Path, tmp_path: Path
     journal = ssh(inventory, "gateway", f"journalctl --no-pager -o cat --since @{since}").stdout
     assert journal.strip(), "the staging host's journal is empty for the run: nothing was checked"
     assert TOKEN not in journal, "the token is in the staging host's journal"
-    assert ssh(inventory, "gateway", "test ! -e /srv/enclave/weights-work/hub-token", check=False).returncode == 0
+    for token_file in ("/srv/enclave/weights-fetch/hub-token", "/srv/enclave/weights-work/hub-token"):
+        assert ssh(inventory, "gateway", f"test ! -e {token_file}", check=False).returncode == 0
     for host in NODES:  # staging only: the nodes stay where they were
         assert current(inventory, host) == planned_revision(inventory)
