@@ -42,3 +42,19 @@ def test_counts_match_what_junit_itself_says() -> None:
     assert counts["error"] == int(suite.get("errors", 0))
     assert sum(counts.values()) == int(suite.get("tests", 0))
     assert as_json(parse_junit(REPORT))["summary"] == {"passed": 12, "failed": 2, "skipped": 9, "error": 0}
+
+
+def test_a_passed_check_keeps_the_message_it_recorded(tmp_path: Path) -> None:
+    # What pytest writes for a check that appended ("message", ...) to its user_properties (a measured value).
+    report = tmp_path / "verify.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest" tests="2">'
+        '<testcase classname="enclave.checks.test_engine" name="test_engine_unit_is_confined[ansible://node1]">'
+        '<properties><property name="message" value="enclave-engine.service on node1: exposure 1.4 (limit 2)" />'
+        '</properties></testcase>'
+        '<testcase classname="enclave.checks.test_base" name="test_time_sync[ansible://node1]" />'
+        '</testsuite></testsuites>')
+    results = {r.check: r for r in parse_junit(report)}
+    assert results["engine_unit_is_confined"].outcome == "passed"
+    assert results["engine_unit_is_confined"].message == "enclave-engine.service on node1: exposure 1.4 (limit 2)"
+    assert results["time_sync"].message == ""

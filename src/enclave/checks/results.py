@@ -35,7 +35,9 @@ def parse_junit(path: Path) -> list[CheckResult]:
         concern = (case.get("classname") or "").rsplit(".", 1)[-1].removeprefix("test_")
         host, check = ((match.group("host") or match.group("local"), match.group("check")) if match
                        else ("-", case.get("name", "?")))
-        outcome, message = "passed", ""
+        # A passed check may leave a message of its own (a measured value) as the junit property "message".
+        prop = case.find("properties/property[@name='message']")
+        outcome, message = "passed", (prop.get("value", "") if prop is not None else "")[:500]
         for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
             node = case.find(tag)
             if node is not None:

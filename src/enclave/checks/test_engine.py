@@ -1,6 +1,6 @@
 """engine: enclave-engine.service on every host of the plan's replicas: enabled and running as the service user,
 the API bound to the private address only, offline and without telemetry, the key in a closed file and never on
-the command line."""
+the command line, the unit confined (`systemd-analyze security` at most engine_security_exposure_max)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from enclave.checks.exposure import judge, unit_exposure
 from enclave.checks.settings import host_settings, render, role_data
 
 testinfra_hosts = ["ansible://enclave_nodes"]
@@ -100,9 +101,15 @@ def test_engine_key_file_is_closed_and_off_the_command_line(host: Any, engine: d
     key_file = host.file(engine["engine_key_file"])
     assert key_file.exists, f"{key_file.path} is missing"
     found = (key_file.user, key_file.group, f"{key_file.mode:04o}")
-    wanted = ("root", engine["enclave_group"], "0640")
+    # Only systemd (as root) reads it (the role writes it so): the service user gets the key in its environment only.
+    wanted = ("root", "root", "0600")
     assert found == wanted, f"{key_file.path} is {found[0]}:{found[1]} {found[2]}, should be " \
                             f"{wanted[0]}:{wanted[1]} {wanted[2]}"
     with host.sudo():
         cmdline = host.run(f"tr '\\0' ' ' < /proc/{_main_pid(host)}/cmdline").stdout
     assert "--api-key" not in cmdline, "the API key is passed on the engine's command line (visible in ps)"
+
+
+def test_engine_unit_is_confined(host: Any, engine: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    judge(request, engine["inventory_hostname"], UNIT, unit_exposure(host, UNIT),
+          float(engine["engine_security_exposure_max"]))
