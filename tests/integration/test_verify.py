@@ -4,6 +4,7 @@ and the cause; the JUnit report counts what the table and JSON count."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,15 @@ def test_verify_passes_on_a_deployed_sandbox(deployed: subprocess.CompletedProce
     for host in ("gateway", "node1", "node2"):
         assert {(host, "service_user"), (host, "contract_directories"), (host, "time_sync")} <= passed
     assert ("node1", "driver_branch_pin") in passed
+    # the confinement checks pass showing the measured exposure of each unit where it runs
+    scores = {(r["host"], r["check"]): r["message"] for r in data["results"]
+              if r["check"] in ("engine_unit_is_confined", "seed_unit_is_confined") and r["outcome"] == "passed"}
+    assert set(scores) == {("node1", "engine_unit_is_confined"), ("node2", "engine_unit_is_confined"),
+                           ("gateway", "seed_unit_is_confined")}, scores
+    for (host, check), message in scores.items():
+        unit, limit = (("enclave-engine.service", "2") if check.startswith("engine") else
+                       ("enclave-weights-seed.service", "3"))
+        assert re.fullmatch(rf"{re.escape(unit)} on {host}: exposure \d+(\.\d+)? \(limit {limit}\)", message), message
 
 
 @pytest.fixture
@@ -70,7 +80,13 @@ ENGINE_FAULTS = (
     "sed -i '/^VLLM_NO_USAGE_STATS=/d' /etc/enclave/engine.env",
     # the unit quotes every word of ExecStart
     """sed -i 's/"--host" "[0-9.]*"/"--host" "0.0.0.0"/' /etc/systemd/system/enclave-engine.service""",
+    # a drop-in that undoes the unit's confinement (an operator "fixing" a start problem the wide way)
+    "mkdir -p /etc/systemd/system/enclave-engine.service.d && printf '%s\\n' '[Service]' ProtectSystem=no "
+    "PrivateDevices=no ProtectProc=default RestrictNamespaces=no RestrictAddressFamilies= SystemCallFilter= "
+    "SystemCallArchitectures= > /etc/systemd/system/enclave-engine.service.d/zz-test-unconfined.conf",
 )
+# The role does not own drop-ins: the test removes its own before the redeploy.
+ENGINE_DROP_IN = "/etc/systemd/system/enclave-engine.service.d/zz-test-unconfined.conf"
 
 
 @pytest.fixture
@@ -80,10 +96,12 @@ def engine_broken(deployed: subprocess.CompletedProcess[str], inventory: Path) -
             ssh(inventory, "node2", fault)
         # a fault that did not land would make the test prove nothing
         assert ssh(inventory, "node2", """grep -c -- '"--host" "0.0.0.0"' /etc/systemd/system/enclave-engine.service """
-                                       "&& ! grep -q VLLM_NO_USAGE_STATS /etc/enclave/engine.env").returncode == 0
+                                       "&& ! grep -q VLLM_NO_USAGE_STATS /etc/enclave/engine.env "
+                                       f"&& grep -q ProtectSystem=no {ENGINE_DROP_IN}").returncode == 0
         ssh(inventory, "node2", "systemctl daemon-reload && systemctl restart enclave-engine.service")
         yield
     finally:
+        ssh(inventory, "node2", f"rm -f {ENGINE_DROP_IN} && systemctl daemon-reload", check=False)
         # the role puts back the unit, the environment and the key file's mode, and restarts the engine
         enclave("deploy", "-i", str(inventory), "--limit", "node2", "--tags", "engine", check=True)
 
@@ -95,11 +113,17 @@ def test_each_engine_fault_fails_its_check_naming_host_and_cause(engine_broken: 
               if r["host"] == "node2" and r["outcome"] == "failed"}
     assert set(failed) == {"engine_listens_on_the_private_address_only",
                            "engine_environment_is_offline_without_telemetry",
-                           "engine_key_file_is_closed_and_off_the_command_line"}, failed
+                           "engine_key_file_is_closed_and_off_the_command_line",
+                           "engine_unit_is_confined"}, failed
     assert "the engine listens on 0.0.0.0:8000" in failed["engine_listens_on_the_private_address_only"]
     assert "VLLM_NO_USAGE_STATS is not set" in failed["engine_environment_is_offline_without_telemetry"]
-    assert ("/etc/enclave/engine-api-key.env is root:enclave 0644, should be root:enclave 0640"
+    assert ("/etc/enclave/engine-api-key.env is root:root 0644, should be root:root 0600"
             in failed["engine_key_file_is_closed_and_off_the_command_line"])
+    # host, unit, the score above the limit, and what costs most
+    confined = failed["engine_unit_is_confined"]
+    assert re.match(r"enclave-engine\.service on node2: exposure (\d+(\.\d+)?) \(limit 2\): too exposed; the "
+                    r"costliest missing settings: ", confined), confined
+    assert float(confined.split("exposure ")[1].split()[0]) > 2.0, confined
 
     ssh(inventory, "node2", "systemctl stop enclave-engine.service")
     stopped = enclave("verify", "-i", str(inventory), "--limit", "node2", "--json")
