@@ -1,6 +1,6 @@
 """`make test` sets ENCLAVE_INTEGRATION=required: then a test that cannot run here (no root, a host tool or the
 sandbox's prerequisites missing) fails with its reason instead of skipping, so a green run never hides a test that
-could not run. Opt-ins (ENCLAVE_TEST_DAY2) are not missing prerequisites and still skip."""
+could not run."""
 
 from __future__ import annotations
 

@@ -4,17 +4,17 @@ nothing and restarts nothing; `enclave rollback` goes back without moving a byte
 start stops at the first node, which stays out of the rotation while the other keeps serving, and stays out when
 the same update is run again.
 
-Engine starts are what this costs on CPUs (minutes each on a loaded 2-core machine): update 2, rerun 0, rollback 2,
-the failed update 1 and its rerun 1 (each fails as soon as vLLM exits) and the rollback after them 1. The module
-leaves the sandbox as it found it: every node on the planned revision and serving, nothing drained, the plan file
-unchanged.
+Part of every `make test` (the day-2 proof must not rot). Engine starts are what this costs on CPUs (the sandbox
+profile's eager one-node replicas: about half a minute each on a quiet 2-core machine): update 2, rerun 0,
+rollback 2, the failed update 1 and its rerun 1 (each fails as soon as vLLM exits) and the rollback after them 1.
+The module leaves the sandbox as it found it: every node on the planned revision and serving, nothing drained, the
+plan file unchanged.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import subprocess
 import threading
@@ -32,12 +32,6 @@ from enclave.weights.tinymodel import TINY_MODEL_REPO, make_tiny_model
 from tests.integration.conftest import enclave, ssh
 from tests.integration.nethelpers import Gateway, answering_engines, completion_body, host_address, served_model
 from tests.integration.test_weights import HUB_ROOT, MODEL_DIR, current, planned_revision, variant
-
-# Opt-in (ENCLAVE_TEST_DAY2=1): seven engine starts under load cost about 25 minutes on the 2-core CI machine, which
-# `make test` (about an hour already) cannot absorb. Measured runs: docs/runbooks/day2.md, issue #7.
-pytestmark = pytest.mark.skipif(os.environ.get("ENCLAVE_TEST_DAY2") != "1",
-                                reason="day-2 update/rollback proof under load is opt-in (ENCLAVE_TEST_DAY2=1): about "
-                                       "25 minutes of engine restarts on 2 cores, beyond make test's budget")
 
 NODES = ("node1", "node2")
 UNIT = "enclave-engine.service"
