@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def _filters() -> dict[str, Any]:
     filters = module.FilterModule().filters()
     filters["combine"] = lambda a, *more: {k: v for d in (a, *more) for k, v in d.items()}
     filters["ansible.builtin.relpath"] = lambda p, start: str(Path(p).relative_to(start))
+    # Ansible's regex_replace: re.sub over the whole string (what engine_lock_url uses to trim a trailing slash)
+    filters["regex_replace"] = lambda value, pattern="", replacement="": re.sub(pattern, replacement, str(value))
     return filters
 
 
