@@ -86,7 +86,26 @@ def test_failure_message(res: dict, expected: str) -> None:
 
 
 def test_failure_message_is_bounded() -> None:
-    assert len(failure_message({"msg": "x" * 5000})) == 600
+    assert len(failure_message({"msg": "x" * 5000})) <= 800
+
+
+def test_a_long_message_keeps_what_failed_and_the_cause_at_its_end() -> None:
+    """An engine that cannot start: the role's message ends with vLLM's journal, whose last entry is the cause,
+    itself one line of thousands of characters (every architecture vLLM knows), the traceback before it escaped."""
+    supported = ", ".join(f"'Arch{i}ForCausalLM'" for i in range(400))
+    msg = ("node1: the engine (replica-1, rank 0) is not ready:\nthe engine exited while starting "
+           "(enclave-engine.service activating/auto-restart, result exit-code) (waited up to 600 s for\n"
+           "http://10.0.0.11:8000/health). Last lines of `journalctl -u enclave-engine.service`:\n"
+           + "\\n".join(f'  File "/opt/x/mod{i}.py", line {i}, in f{i}' for i in range(30))
+           + "\\npydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\\n"
+           f"  Value error, Model architectures ['EnclaveNoSuchModelForCausalLM'] are not supported for now. "
+           f"Supported architectures: dict_keys([{supported}])\\n    For further information visit https://x/y")
+    shown = failure_message({"msg": msg})
+    assert len(shown) <= 800
+    assert shown.startswith("node1: the engine (replica-1, rank 0) is not ready:\nthe engine exited while starting")
+    assert "['EnclaveNoSuchModelForCausalLM'] are not supported" in shown
+    assert shown.rstrip().endswith("For further information visit https://x/y")
+    assert "\n...\n" in shown  # the middle of the traceback went, and says so
 
 
 def test_diff_text_from_before_and_after() -> None:

@@ -4,10 +4,15 @@ what was ok, changed, failed or unreachable, with the failing task's own message
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-_MESSAGE_LIMIT = 600
+_MESSAGE_LIMIT = 800
+# A long message keeps its first lines (what failed) and its last ones (why: a traceback or journal tail ends with
+# the cause), each line at most this long; the middle goes.
+_HEAD_LIMIT = 300
+_LINE_LIMIT = 200
 
 
 @dataclass
@@ -162,4 +167,26 @@ def failure_message(res: dict[str, Any]) -> str:
     if not parts and res.get("rc") not in (None, 0):
         parts.append(f"exit code {res['rc']}")
     message = "; ".join(dict.fromkeys(p for p in parts if p)) or "failed without a message"
-    return message if len(message) <= _MESSAGE_LIMIT else message[: _MESSAGE_LIMIT - 3] + "..."
+    return message if len(message) <= _MESSAGE_LIMIT else _shorten(message)
+
+
+def _shorten(message: str) -> str:
+    """At most _MESSAGE_LIMIT characters: the head lines, "...", and as many tail lines as fit. Journal lines carry
+    a program's own newlines escaped ("\\n"): they count as line breaks here."""
+    lines = [line if len(line) <= _LINE_LIMIT else line[: _LINE_LIMIT - 3] + "..."
+             for line in re.split(r"\n|\\n", message) if line.strip()]
+    head: list[str] = []
+    for line in lines:
+        if sum(len(h) + 1 for h in head) + len(line) > _HEAD_LIMIT and head:
+            break
+        head.append(line)
+    rest = lines[len(head):]
+    tail: list[str] = []
+    budget = _MESSAGE_LIMIT - sum(len(h) + 1 for h in head) - 4
+    for line in reversed(rest):
+        if len(line) + 1 > budget:
+            break
+        tail.insert(0, line)
+        budget -= len(line) + 1
+    shown = [*head, *(["..."] if len(tail) < len(rest) else []), *tail]
+    return "\n".join(shown)[:_MESSAGE_LIMIT]
