@@ -9,7 +9,7 @@ from typing import Any
 
 from enclave.engine.build import VLLM_VERSION
 from enclave.errors import UsageError
-from enclave.plan.profiles import check_revision
+from enclave.revision import check_revision
 from enclave.runner import PlaybookRequest
 
 _SERIAL_RE = re.compile(r"([1-9][0-9]*)(%?)")

@@ -148,7 +148,7 @@ ROWS: list[tuple[str, Breaker, str]] = [
     (f"weights pack --repo org/m --revision {REV} --source {{tmp}}/none --out {{tmp}}/out", _nothing,
      "--source {tmp}/none: not a directory"),
     (f"weights pack --repo nonsense --revision {REV} --out {{tmp}}/out", _nothing, "--repo 'nonsense'"),
-    ("weights pack --repo org/m --revision ../x --out {tmp}/out", _nothing, "--revision: revision must be"),
+    ("weights pack --repo org/m --revision ../x --out {tmp}/out", _nothing, "--revision must be a 40-hex commit id"),
     (f"weights pack --repo org/m --revision {REV} --split-gb 0 --out {{tmp}}/out", _nothing, "--split-gb"),
     ("weights import {tmp}/nobundle -i {inv}", _file("nobundle/x", "x"), "nobundle: no BUNDLE.json"),
     # mirror

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from enclave.cli import app
 from enclave.errors import InventoryError, UsageError
 from enclave.plan.inventory import MAX_FILE_BYTES
-from enclave.plan.profiles import check_revision, load_profile
+from enclave.plan.profiles import load_profile
+from enclave.revision import check_revision
 from enclave.runner.inventory import validate
 from tests.unit.test_cli_plan import REV, SECRETS, SHIPPED, _offline_deploy, write_facts
 from tests.unit.test_inventory import write_inventory

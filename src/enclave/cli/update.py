@@ -32,7 +32,7 @@ from enclave.plan import planfile
 from enclave.plan.decide import one_value
 from enclave.plan.inventory import Inventory
 from enclave.plan.parallelism import REVISION_VAR
-from enclave.plan.profiles import check_revision
+from enclave.revision import check_revision
 from enclave.rollout import parse_max_fail, parse_serial, parse_vllm_version, roll_request, rollback_target
 from enclave.runner import PlaybookRequest
 from enclave.runner.inventory import validate

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from enclave.cli.progress import run_with_progress
 from enclave.cli.results import limit_hosts, report_results
 from enclave.errors import UsageError
 from enclave.plan import planfile
+from enclave.revision import check_revision
 from enclave.runner import PlaybookRequest
 from enclave.runner.inventory import validate
 from enclave.runner.reads import weights_states
@@ -37,20 +37,19 @@ app = typer.Typer(help="Model weights: fetch once, spread over the private netwo
 
 RevisionOpt = Annotated[str | None, typer.Option(
     "--revision", help="Stage this revision instead of the plan's (e.g. ahead of `enclave update`).")]
-_REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str] | None,
              vault: tuple[Path | None, bool]) -> tuple[Path, dict[str, Any]]:
     variables = parse_extra_vars(extra_vars)
+    if revision is not None:
+        check_revision(revision, "--revision")  # before the inventory is read: a typo costs nothing
     path = resolve_inventory(inventory)
     validate(path, extra_vars=variables, required=("weights",), vault_password_file=use_vault(*vault))
     if planfile.read(path) is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
                          "names the repository and revision to fetch")
     if revision is not None:
-        if not _REVISION_RE.fullmatch(revision):
-            raise UsageError(f"--revision {revision!r}: not a revision name (a 40-hex commit for the hub)")
         variables["weights_revision"] = revision
     return path, variables
 
@@ -122,6 +121,8 @@ def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
          vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """The staged revision as its manifest records it: repo, revision, size, files, license."""
+    if revision is not None:
+        check_revision(revision, "--revision")
     path = resolve_inventory(inventory)
     inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     plan = planfile.read(path)
@@ -150,7 +151,7 @@ def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
 @reports_errors
 def pack(
     repo: Annotated[str, typer.Option(help="Repository ORG/NAME.")],
-    revision: Annotated[str, typer.Option(help="The revision to pack (a 40-hex commit for the hub).")],
+    revision: Annotated[str, typer.Option(help="The revision to pack: a 40-hex commit id, as the hub names it.")],
     out: Annotated[Path, typer.Option(help="Directory to write the bundle into.")] = Path(),
     source: Annotated[Path | None, typer.Option(help="Pack this local folder instead of downloading.")] = None,
     endpoint: Annotated[str | None, typer.Option(help="Hub or mirror URL (default: HF_ENDPOINT or the hub).")] = None,

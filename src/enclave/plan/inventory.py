@@ -28,8 +28,9 @@ from enclave.errors import InventoryError, UsageError
 from enclave.plan.host_inputs import KIT_DIRS, check_address, check_host, check_kit_dir, check_service_user
 from enclave.plan.known_vars import KnownVars, load_known_vars
 from enclave.plan.parallelism import parse_overrides
-from enclave.plan.profiles import check_model_name, check_revision
+from enclave.plan.profiles import check_model_name
 from enclave.plan.settings import check_required
+from enclave.revision import check_revision
 
 REQUIRED_GROUPS = {"enclave_nodes": "GPU hosts that run the engine", "enclave_gateway": "the client entry point",
                    "enclave_staging": "the one host that fetches weights"}

@@ -25,7 +25,8 @@ from typing import Any
 
 from enclave.errors import EnclaveError, UsageError
 from enclave.plan.facts import HostFacts
-from enclave.plan.profiles import REVISION_RE, ModelProfile
+from enclave.plan.profiles import ModelProfile
+from enclave.revision import check_revision
 
 PLAN_VERSION = 1
 DEFAULT_PORT = 8000
@@ -152,9 +153,7 @@ def parse_overrides(value: Any, where: str = OVERRIDE_VAR) -> Overrides:
 def resolve_revision(profile: ModelProfile, value: Any) -> str:
     """The pinned commit: the inventory's enclave_model_revision, else the profile's."""
     if value not in (None, ""):
-        if not (isinstance(value, str) and REVISION_RE.fullmatch(value)):
-            raise UsageError(f"{REVISION_VAR} must be a 40-hex commit id (lower case), got {value!r}")
-        return value
+        return check_revision(value, REVISION_VAR)
     if profile.revision:
         return profile.revision
     raise PlanRefused(f"no revision pinned for {profile.name} ({profile.repo}): set {REVISION_VAR} in the inventory "

@@ -17,10 +17,10 @@ import yaml
 
 from enclave.errors import InventoryError, UsageError
 from enclave.inventory_layout import kit_dir
+from enclave.revision import RULE, is_revision
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 OPERATOR_SUBDIR = "profiles"  # next to the inventory: <dir>/profiles/*.yml (<dir>/.profiles in a directory inventory)
-REVISION_RE = re.compile(r"[0-9a-f]{40}")
 # A model name is a profile's file name in a profiles directory: no path, so it never reaches outside them.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 REPO_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -126,14 +126,6 @@ def available(directories: Iterable[Path] = (PROFILES_DIR,)) -> list[str]:
     return sorted({p.stem for d in directories if d.is_dir() for p in d.glob("*.yml")})
 
 
-def check_revision(value: object, where: str) -> str:
-    """The one rule for a model revision, wherever it is given (inventory, -e, `enclave update`): a 40-hex commit
-    id. A branch or tag name can move under a deployed cluster, so the kit never accepts one."""
-    if not (isinstance(value, str) and REVISION_RE.fullmatch(value)):
-        raise UsageError(f"{where} must be a 40-hex commit id (lower case), got {value!r}"[:300])
-    return value
-
-
 def check_model_name(value: object, where: str) -> str:
     """A model name is a profile name: letters, digits and `._-`, no `/` and no `..`."""
     if not (isinstance(value, str) and NAME_RE.fullmatch(value) and ".." not in value):
@@ -183,8 +175,8 @@ def _profile_from(data: dict[str, Any], path: Path, problems: list[str]) -> Mode
     if "repo" in data and not (isinstance(repo, str) and REPO_RE.fullmatch(repo)):
         bad("repo", f"must be 'org/name', got {repo!r}")
     revision = data.get("revision")
-    if revision is not None and not (isinstance(revision, str) and REVISION_RE.fullmatch(revision)):
-        bad("revision", f"must be a 40-hex commit id (or null: the inventory pins it), got {revision!r}")
+    if revision is not None and not is_revision(revision):
+        bad("revision", f"must be {RULE} (or null: the inventory pins it), got {revision!r}")
     numbers = {}
     for key in ("size_gb", "min_gpu_memory_gb", "readiness_timeout_s"):
         value = data.get(key)

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enclave.errors import EnclaveError, UsageError
+from enclave.revision import check_revision
 from enclave.weights import nodetool
 
 Report = Callable[[str], None]
@@ -103,10 +104,7 @@ def pack(*, repo: str, revision: str, out_dir: Path, source_dir: Path | None = N
          split_bytes: int | None = None, license_file: Path | None = None, report: Report = _quiet) -> Bundle:
     if not nodetool.REPO_RE.fullmatch(repo):
         raise UsageError(f"--repo {repo!r}: expected ORG/NAME")
-    try:
-        nodetool.check_revision_name(revision)
-    except nodetool.InputError as exc:
-        raise UsageError(f"--revision: {exc}") from None
+    check_revision(revision, "--revision")
     if source_dir is not None and not source_dir.is_dir():
         raise UsageError(f"--source {source_dir}: not a directory")
     if license_file is not None and not license_file.is_file():
@@ -218,12 +216,30 @@ class _PartReader:
             self.current = self.parts[self.index].open("rb")
 
 
+def _read_info(info_file: Path) -> dict[str, Any]:
+    """BUNDLE.json, checked before anything of the bundle is trusted: the repository and revision it names become
+    a directory on the staging host."""
+    try:
+        info = json.loads(info_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{info_file}: not readable JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise UsageError(f"{info_file}: expected a JSON object")
+    if not (isinstance(info.get("repo"), str) and nodetool.REPO_RE.fullmatch(info["repo"])):
+        raise UsageError(f"{info_file}: 'repo' must be ORG/NAME, got {info.get('repo')!r}")
+    check_revision(info.get("revision"), f"{info_file}: 'revision'")
+    parts = info.get("parts")
+    if not (isinstance(parts, int) and not isinstance(parts, bool) and parts >= 0):
+        raise UsageError(f"{info_file}: 'parts' must be a whole number >= 0, got {parts!r}")
+    return info
+
+
 def check(bundle: Path, dest: Path | None = None, report: Report = _quiet) -> tuple[dict[str, Any], Path]:
     """Verify a bundle; return its info and the directory holding its model files and manifest, verified."""
     info_file = bundle / INFO_NAME
     if not info_file.is_file():
         raise UsageError(f"{bundle}: no {INFO_NAME}; not a bundle made by `enclave weights pack`")
-    info = json.loads(info_file.read_text())
+    info = _read_info(info_file)
     report(f"checking {SUMS_NAME}")
     sums = (bundle / SUMS_NAME).read_text().splitlines()
     manifest_rel = nodetool.MANIFEST_NAME if info["parts"] else f"files/{nodetool.MANIFEST_NAME}"

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# enclave.revision.REVISION_RE (this tool runs alone on the staging host; tests/unit/test_revision_rule.py keeps
+# the copies equal)
 REVISION_RE = re.compile(r"[0-9a-f]{40}")
 
 
