@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from tests.integration.conftest import enclave, ssh
 from tests.integration.nethelpers import Gateway, answering_engines, completion_body, host_address, served_model
 from tests.integration.test_weights import HUB_ROOT, MODEL_DIR, current, planned_revision, variant
 
+REPO = Path(__file__).resolve().parents[2]
 NODES = ("node1", "node2")
 UNIT = "enclave-engine.service"
 DRAINED_FILE = "/etc/enclave/gateway-drained"
@@ -246,6 +249,26 @@ def test_update_moves_every_node_without_a_failed_request(scene: Scene) -> None:
     assert answering_engines(scene.gateway, scene.inventory, scene.model) == set(scene.addresses.values())
     assert planfile.read(scene.inventory)["revision"] == scene.new
     assert f"every node serves {scene.new}" in proc.stdout
+
+
+def test_plain_ansible_playbook_records_the_revision_it_moved_to(scene: Scene) -> None:
+    """The rolling playbook itself writes the plan (not the CLI): plain ansible-playbook, given a plan that still names
+    the revision before the update, rolls (a no-op: the nodes serve it already) and leaves the plan naming it, so a
+    later plain site.yml keeps the nodes there. Nothing else changes and no engine restarts."""
+    inv = scene.inventory
+    planfile.write(inv, {**(planfile.read(inv) or {}), "revision": scene.planned})
+    before = {h: engine_process(inv, h) for h in NODES}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["ansible-playbook", "playbooks/rollback.yml", "-i", str(inv), "-e",
+                           f"update_revision={scene.new}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert planfile.read(inv)["revision"] == scene.new
+    recap = {h: int(n) for h, n in re.findall(r"^(\w+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)}
+    assert sum(recap.values()) == 1, recap  # the plan record, on the one node it ran for
+    for host in NODES:
+        after = engine_process(inv, host)
+        assert after["MainPID"] == before[host]["MainPID"], host
 
 
 def test_rerunning_the_update_changes_and_restarts_nothing(scene: Scene) -> None:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from enclave import paths
 from enclave.cli import app
+from enclave.plan import planfile
 from tests.unit.recorded_facts import h200_node, host
 
 runner = CliRunner()
@@ -82,6 +83,20 @@ def test_plan_on_the_example_matches_the_recipe_and_writes_the_plan_file(
     again = runner.invoke(app, ["plan", "-i", str(example), "--facts", facts], env={"COLUMNS": "220"})
     assert again.exit_code == 0, again.output
     assert "plan unchanged" in again.output and plan_file.stat().st_mtime_ns == mtime
+
+
+def test_plan_says_when_it_moves_the_nodes_off_the_revision_an_update_recorded(
+        isolated_state: Path, tmp_path: Path, example: Path) -> None:
+    facts = str(write_facts(tmp_path))
+    assert runner.invoke(app, ["plan", "-i", str(example), "--facts", facts]).exit_code == 0
+    updated = "f" * 40
+    planfile.write(example, {**planfile.read(example), "revision": updated})  # what update's record play leaves
+    result = runner.invoke(app, ["plan", "-i", str(example), "--facts", facts], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"the plan recorded revision {updated}" in result.output
+    assert f"the inventory pins {REV}: the next deploy switches every node to it at once" in result.output
+    again = runner.invoke(app, ["plan", "-i", str(example), "--facts", facts, "--json"])
+    assert json.loads(again.output)["recorded_revision"] == REV and "recorded revision" not in again.output
 
 
 def test_the_shipped_example_asks_for_a_revision(isolated_state: Path, tmp_path: Path) -> None:

@@ -53,13 +53,27 @@ def runs(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
     return seen
 
 
-def test_a_finished_update_records_the_revision_in_the_plan_and_names_the_inventory_setting(
+def test_a_finished_update_leaves_the_plan_to_the_playbook_and_names_the_inventory_setting(
         runs: dict[str, Any], example: Path) -> None:
     result = runner.invoke(app, ["update", "-i", str(example), "--model-revision", NEW, "--serial", "1"])
     assert result.exit_code == 0, result.output
     assert runs["requests"][0].extra_vars["update_revision"] == NEW
-    assert planfile.read(example)["revision"] == NEW
+    # The rolling playbook records the revision (test_the_record_play_*); a run that did not write it (here the
+    # run is replaced) leaves the plan alone and the CLI claims no plan change.
+    assert planfile.read(example)["revision"] == OLD and "plan updated" not in result.output
     assert f"enclave_model_revision: {OLD}" in result.output and "switches every node back" in result.output
+
+
+def test_a_finished_update_reports_the_plan_the_playbook_wrote(runs: dict[str, Any], example: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(request: Any, *args: Any, **kwargs: Any) -> Any:
+        planfile.write(example, {**PLAN, "revision": request.extra_vars["update_revision"]})
+        return type("Result", (), {"exit_code": 0, "progress": RunProgress()})()
+
+    monkeypatch.setattr(update_cli, "run_with_progress", run)
+    result = runner.invoke(app, ["update", "-i", str(example), "--model-revision", NEW])
+    assert result.exit_code == 0, result.output
+    assert f"plan updated: revision {NEW}" in result.output
 
 
 def test_update_defaults_to_the_inventorys_revision(runs: dict[str, Any], example: Path) -> None:
@@ -173,7 +187,7 @@ def test_the_update_places_the_revision_everywhere_before_the_rolling_plays() ->
 
 
 def test_the_rolling_play_checks_every_node_first_then_moves_batches() -> None:
-    check, roll = yaml.safe_load((PLAYBOOKS / "roll.yml").read_text())
+    check, roll, _record = yaml.safe_load((PLAYBOOKS / "roll.yml").read_text())
     assert check["any_errors_fatal"] and check["tasks"][0]["ansible.builtin.import_role"]["tasks_from"] == "check"
     assert roll["serial"] == "{{ update_serial | default(1) }}"
     assert roll["max_fail_percentage"] == "{{ update_max_fail_percentage | default(0) }}"
@@ -201,3 +215,67 @@ def test_a_new_build_is_checked_then_installed_without_a_restart_and_the_roll_ne
     assert restart["vars"]["engine_install"] is False
     assert restart["vars"]["engine_vllm_version"] == "{{ update_target_version }}"
     assert moves[0]["name"] == "Record what this node ran before it moves"
+
+
+# -- the plan record, run for real by ansible-playbook on local "nodes" ---------------------------------------------
+RECORD_PLAY = "Record the revision in the plan"
+
+
+def _record(tmp_path: Path, inventory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """roll.yml's record play alone (the shipped play, unchanged), after a play that can fail a node first."""
+    (record,) = [p for p in yaml.safe_load((PLAYBOOKS / "roll.yml").read_text()) if p["name"] == RECORD_PLAY]
+    fail = {"name": "Fail the nodes named in fail_nodes", "hosts": "enclave_nodes", "gather_facts": False,
+            "tasks": [{"name": "Fail", "ansible.builtin.fail": {"msg": "failed on purpose"},
+                       "when": "inventory_hostname in fail_nodes | default([])"}]}
+    playbook = tmp_path / "record.yml"
+    playbook.write_text(yaml.safe_dump([fail, record], sort_keys=False))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "ANSIBLE_CONFIG": str(PLAYBOOKS.parent / "ansible.cfg"),
+           "ANSIBLE_ACTION_PLUGINS": str(PLAYBOOKS / "action_plugins"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "t"),
+           "ANSIBLE_FACT_CACHING_CONNECTION": str(tmp_path / "facts"), "ANSIBLE_NOCOLOR": "1"}
+    argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook), *options]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.fixture
+def local_nodes(tmp_path: Path) -> Path:
+    inventory = tmp_path / "inv"
+    hosts = {h: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable} for h in ("n1", "n2")}
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"enclave_nodes": {"hosts": hosts}}}}))
+    planfile.write(inventory, {**PLAN, "revision": OLD})
+    return inventory
+
+
+def test_the_record_play_writes_the_revision_as_enclave_plan_does_and_a_rerun_changes_nothing(
+        tmp_path: Path, local_nodes: Path) -> None:
+    checked = _record(tmp_path, local_nodes / "hosts.yml", "-e", f"update_revision={NEW}", "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert planfile.read(local_nodes)["revision"] == OLD  # check mode reports, writes nothing
+
+    proc = _record(tmp_path, local_nodes / "hosts.yml", "-e", f"update_revision={NEW}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "changed=1" in proc.stdout
+    assert planfile.plan_path(local_nodes).read_text() == planfile.render({**PLAN, "revision": NEW})
+
+    again = _record(tmp_path, local_nodes / "hosts.yml", "-e", f"update_revision={NEW}")
+    assert again.returncode == 0 and "changed=1" not in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize(("options", "why"), [
+    (["-e", "{\"fail_nodes\": [\"n2\"]}"], "a node failed"),
+    (["--limit", "n1"], "not every node was in the run"),
+])
+def test_the_record_play_keeps_the_plan_unless_every_node_moved(tmp_path: Path, local_nodes: Path,
+                                                                 options: list[str], why: str) -> None:
+    before = planfile.plan_path(local_nodes).read_text()
+    proc = _record(tmp_path, local_nodes / "hosts.yml", "-e", f"update_revision={NEW}", *options)
+    assert "skipping: [n1]" in proc.stdout, (why, proc.stdout)
+    assert planfile.plan_path(local_nodes).read_text() == before, why
+
+
+def test_the_record_play_refuses_a_branch_name(tmp_path: Path, local_nodes: Path) -> None:
+    proc = _record(tmp_path, local_nodes / "hosts.yml", "-e", "update_revision=main")
+    assert proc.returncode != 0
+    assert "update_revision must be a 40-hex commit id (lower case), got 'main'" in proc.stdout
+    assert planfile.read(local_nodes)["revision"] == OLD

@@ -26,14 +26,16 @@ def test_the_on_host_fetcher_carries_the_same_pattern() -> None:
     assert hubfetch.REVISION_RE.pattern == REVISION_RE.pattern
 
 
-def test_the_weights_role_checks_every_source_with_the_same_pattern() -> None:
-    tasks = yaml.safe_load((REPO / "playbooks/roles/weights/tasks/validate.yml").read_text())
-    checks = [c for task in tasks for c in (task.get("ansible.builtin.assert") or {}).get("that", [])
-              if isinstance(c, str) and "weights_revision" in c]
-    patterns = {m for c in checks for m in re.findall(r"weights_revision is ansible\.builtin\.regex\('([^']*)'\)", c)}
+@pytest.mark.parametrize(("tasks", "variable"), [("weights/tasks/validate.yml", "weights_revision"),
+                                                 ("update/tasks/validate.yml", "update_revision")])
+def test_the_roles_check_every_revision_with_the_same_pattern(tasks: str, variable: str) -> None:
+    listed = yaml.safe_load((REPO / "playbooks/roles" / tasks).read_text())
+    checks = [c for task in listed for that in [(task.get("ansible.builtin.assert") or {}).get("that", [])]
+              for c in ([that] if isinstance(that, str) else that) if variable in c]
+    patterns = set(re.findall(variable + r" is ansible\.builtin\.regex\('([^']*)'\)", " ".join(checks)))
     # One pattern, unconditional: no "source type is not hf or ..." escape for other sources.
     assert patterns == {f"^{REVISION_RE.pattern}$"}, checks
-    assert all(c.strip().startswith("weights_revision is") for c in checks), checks
+    assert all(c.strip().startswith(f"{variable} is") for c in checks), checks
 
 
 @pytest.mark.parametrize("name", NOT_REVISIONS)

@@ -116,6 +116,10 @@ def plan(
     decision = decide(inv, facts, profile)
     document = decision.document
     written = None
+    recorded = (planfile.read(path) or {}).get("revision")
+    # An update records the revision the nodes moved to in the plan; re-planning from an inventory that still pins
+    # another one would move every node back at once at the next deploy.
+    moves_back = document is not None and recorded not in (None, document.get("revision"))
     if document is not None and limit is None:
         written = planfile.write(path, document)
     errors = [f for f in findings if f.severity == "error"] + decision.refusals
@@ -123,6 +127,7 @@ def plan(
         console.print_json(json.dumps({"model": model, "hosts": {h: _facts_json(f) for h, f in facts.items()},
                                        "findings": [asdict(f) for f in findings], "plan": document,
                                        "refusals": decision.refusals,
+                                       "recorded_revision": recorded,
                                        "plan_file": str(written[0]) if written else None}))
     else:
         console.print(facts_table(facts))
@@ -131,6 +136,11 @@ def plan(
             console.print(plan_table(decision))
         for refusal in decision.refusals:
             console.print(Text.assemble(("no plan", "bold red"), f": {refusal}"))
+        if moves_back:
+            console.print(f"[yellow]the plan recorded revision {recorded}[/] (where the last `enclave update` or "
+                          f"rollback moved the nodes); the inventory pins {decision.revision}: the next deploy "
+                          "switches every node to it at once. For a rolling move use `enclave update`; to stay, set "
+                          f"enclave_model_revision: {recorded}", highlight=False, soft_wrap=True)
         if written:
             console.print(f"plan {'written to' if written[1] else 'unchanged in'} {written[0]}")
         elif document is not None:

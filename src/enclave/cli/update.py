@@ -77,9 +77,9 @@ def _roll(path: Path, inv: Inventory, plan: dict[str, Any], request: PlaybookReq
                   f"serving their revision. `enclave status` shows which; docs/runbooks/day2.md says what to do.",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
-    written, changed = planfile.write(path, {**plan, "revision": revision})
-    if changed:
-        console.print(f"plan updated: revision {revision} ({written})")
+    # The rolling playbook's last play records the revision in the plan (so plain ansible-playbook does too).
+    if (planfile.read(path) or {}).get("revision") != plan.get("revision"):
+        console.print(f"plan updated: revision {revision} ({planfile.plan_path(path)})")
     if _inventory_revision(inv) != revision:
         err.print(f"[yellow]the inventory still sets {REVISION_VAR}: {_inventory_revision(inv)}[/]: set it to "
                   f"{revision}, or the next `enclave deploy` switches every node back at once", highlight=False,
