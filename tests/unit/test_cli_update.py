@@ -231,7 +231,7 @@ def _record(tmp_path: Path, inventory: Path, *options: str) -> subprocess.Comple
     playbook.write_text(yaml.safe_dump([fail, record], sort_keys=False))
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
            "ANSIBLE_CONFIG": str(PLAYBOOKS.parent / "ansible.cfg"),
-           "ANSIBLE_ACTION_PLUGINS": str(PLAYBOOKS / "action_plugins"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "t"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "t"),
            "ANSIBLE_FACT_CACHING_CONNECTION": str(tmp_path / "facts"), "ANSIBLE_NOCOLOR": "1"}
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook), *options]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
