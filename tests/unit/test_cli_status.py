@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 from enclave import paths
 from enclave.cli import app
 from enclave.cli import status as status_cli
+from enclave.contract import GATEWAY_STATUS_TASK as GATEWAY_TASK
+from enclave.contract import NODE_STATUS_TASK as NODE_TASK
 from enclave.plan import planfile
 from enclave.runner import PlaybookRequest, RunProgress, RunResult
 from enclave.runner import collect as runner_collect
 from enclave.runner.inventory import validate
 from enclave.status import collect
-from enclave.status.collect import GATEWAY_TASK, NODE_TASK
 
 runner = CliRunner()
 REV = "0123456789abcdef0123456789abcdef01234567"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from enclave.cli import app
 from enclave.cli import update as update_cli
-from enclave.cli.update import BEFORE_DRAIN_PLAYS
+from enclave.contract import BEFORE_DRAIN_PLAYS
 from enclave.engine.build import VLLM_VERSION
 from enclave.plan import planfile
 from enclave.runner import RunProgress

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from enclave.contract import BUILD_TASK, FACTS_TASK, WEIGHTS_STATUS_TASK
 from enclave.errors import RunError
-from enclave.plan.gather import FACTS_TASK, facts_result
+from enclave.plan.gather import facts_result
 from enclave.plan.inventory import Inventory, inventory_from_listing, ssh_targets
 from enclave.runner import PlaybookRequest, RunProgress, RunResult, reads
 from enclave.runner import collect as collect_mod
@@ -87,10 +88,10 @@ def test_gather_names_each_failing_host_and_task(monkeypatch: pytest.MonkeyPatch
 
 
 def test_weights_states_keeps_status_reports_and_unreadable_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = replay(monkeypatch, [ok("gpu01", reads.STATUS_TASK, {"stdout": json.dumps({"current": "a" * 40})}),
-                                ok("gpu02", reads.STATUS_TASK, {"stdout": "not json"}),
-                                ok("gpu01", reads.BUILD_TASK, {"msg": {"running": "0.33.0"}}),
-                                ok("gpu02", reads.BUILD_TASK, {"msg": "a string is no report"})])
+    fake = replay(monkeypatch, [ok("gpu01", WEIGHTS_STATUS_TASK, {"stdout": json.dumps({"current": "a" * 40})}),
+                                ok("gpu02", WEIGHTS_STATUS_TASK, {"stdout": "not json"}),
+                                ok("gpu01", BUILD_TASK, {"msg": {"running": "0.33.0"}}),
+                                ok("gpu02", BUILD_TASK, {"msg": "a string is no report"})])
     states, builds = reads.rollback_state(Path("inv"), ["gpu01", "gpu02"])
     assert states == {"gpu01": {"current": "a" * 40}, "gpu02": {"error": "unreadable status: not json"}}
     assert builds == {"gpu01": {"running": "0.33.0"}}
@@ -101,7 +102,7 @@ def test_weights_states_keeps_status_reports_and_unreadable_answers(monkeypatch:
 
 
 def test_weights_states_says_what_it_could_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    replay(monkeypatch, [failed("gpu01", reads.STATUS_TASK, "nodetool: not found")])
+    replay(monkeypatch, [failed("gpu01", WEIGHTS_STATUS_TASK, "nodetool: not found")])
     with pytest.raises(RunError, match=r"could not read what the nodes ran before: gpu01: nodetool: not found"):
         reads.rollback_state(Path("inv"), ["gpu01"])
 

@@ -26,6 +26,7 @@ from enclave.cli.common import (
     use_vault,
 )
 from enclave.cli.progress import run_with_progress
+from enclave.contract import BEFORE_DRAIN_PLAYS
 from enclave.engine.build import VLLM_VERSION
 from enclave.errors import UsageError
 from enclave.plan import planfile
@@ -40,9 +41,6 @@ from enclave.runner.reads import rollback_state
 
 VERSION_VAR = "engine_vllm_version"
 # Plays of update.yml / roll.yml that run before any node is drained: a failure there leaves every replica serving.
-BEFORE_DRAIN_PLAYS = ("Install the vLLM build on every node beside the running one", "Stage the revision on the "
-                      "staging host", "Place and verify the revision on every node, current unchanged",
-                      "Check every node holds the revision")
 
 SerialOpt = Annotated[str, typer.Option("--serial", help="Nodes per batch: a number or a percentage (25%).")]
 MaxFailOpt = Annotated[str, typer.Option(

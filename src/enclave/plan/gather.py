@@ -11,8 +11,6 @@ import yaml
 
 from enclave.errors import UsageError
 
-FACTS_TASK = "Read GPUs, drivers, memory, disk and addresses"
-
 
 def facts_result(res: dict[str, Any]) -> dict[str, Any] | None:
     """The module's `enclave_host` facts in FACTS_TASK's result; None when it returned none."""

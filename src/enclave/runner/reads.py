@@ -8,13 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enclave.contract import BUILD_TASK, FACTS_TASK, WEIGHTS_STATUS_TASK
 from enclave.errors import RunError
-from enclave.plan.gather import FACTS_TASK, facts_result
+from enclave.plan.gather import facts_result
 from enclave.runner.collect import collect
 from enclave.runner.driver import EventCallback, PlaybookRequest
-
-STATUS_TASK = "Report the weights of this host"
-BUILD_TASK = "Report the engine build and the last move of this node"
 
 
 def gather(inventory: Path, *, limit: str | None = None,
@@ -30,7 +28,7 @@ def gather(inventory: Path, *, limit: str | None = None,
 
 
 def weights_state(res: dict[str, Any]) -> dict[str, Any]:
-    """A host's `nodetool status` (STATUS_TASK's stdout); an unreadable one is kept as {"error": ...}."""
+    """A host's `nodetool status` (WEIGHTS_STATUS_TASK's stdout); an unreadable one is kept as {"error": ...}."""
     stdout = res.get("stdout") or "{}"
     try:
         return json.loads(stdout)
@@ -48,12 +46,12 @@ def weights_states(path: Path, limit: str | None = None, *, playbook: str = "wei
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Each host's `nodetool status` of the planned model, read through a playbook that changes nothing, and each
     host's dict message of `report_task` (a debug task of the same playbook) when one is named."""
-    parsers = {STATUS_TASK: weights_state, **({report_task: dict_message} if report_task else {})}
+    parsers = {WEIGHTS_STATUS_TASK: weights_state, **({report_task: dict_message} if report_task else {})}
     run = collect(PlaybookRequest(playbook=playbook, inventory=path, limit=limit), parsers)
     if run.result.exit_code != 0:
         failures = run.failures_text() or run.result.status
         raise RunError(f"could not read {what}: {failures} (run dir {run.result.run_dir})")
-    return run.of(STATUS_TASK), run.of(report_task) if report_task else {}
+    return run.of(WEIGHTS_STATUS_TASK), run.of(report_task) if report_task else {}
 
 
 def rollback_state(path: Path, nodes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

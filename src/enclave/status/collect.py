@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from enclave import paths
+from enclave.contract import GATEWAY_STATUS_TASK, NODE_STATUS_TASK
 from enclave.errors import RunError
 from enclave.runner import PlaybookRequest
 from enclave.runner.collect import collect
 
-NODE_TASK = "Report the engine state of this host"
-GATEWAY_TASK = "Report the gateway's rotation"
 # Status runs are frequent (--watch): they keep their own few run dirs, so they never push a deploy's logs out.
 RUNS_SUBDIR = "status-runs"
 KEEP_RUNS = 3
@@ -48,10 +47,10 @@ def gateway_answer(res: dict[str, Any]) -> Any:
 def read_answers(inventory: Path, *, samples: int = 2, gap: float = 2.0,
                  cancel: threading.Event | None = None) -> Answers:
     run = collect(status_request(inventory, samples=samples, gap=gap),
-                  {NODE_TASK: node_answer, GATEWAY_TASK: gateway_answer}, cancel=cancel,
+                  {NODE_STATUS_TASK: node_answer, GATEWAY_STATUS_TASK: gateway_answer}, cancel=cancel,
                   runs_dir=paths.state_dir() / RUNS_SUBDIR, keep=KEEP_RUNS)
     found = Answers(errors=dict(run.errors), cancelled=run.result.cancelled)
-    for key, task in (("node", NODE_TASK), ("gateway", GATEWAY_TASK)):
+    for key, task in (("node", NODE_STATUS_TASK), ("gateway", GATEWAY_STATUS_TASK)):
         for host, answer in run.of(task).items():
             found.answers.setdefault(host, {})[key] = answer
     for failure in run.result.progress.failures:
