@@ -13,6 +13,8 @@ import jinja2
 import yaml
 from jinja2.nativetypes import NativeEnvironment
 
+from enclave.roles import SHARED_HOST_NAMES, role_data
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "playbooks" / "roles" / "engine"
 TEMPLATES = REPO / "templates" / "engine"
@@ -54,6 +56,7 @@ def role_vars(plan: dict[str, Any], host: str, hosts: list[str], *, network: str
     env.filters.update(FILTERS)
     facts = facts or {h: host_facts(i + 1) for i, h in enumerate(hosts)}
     raw: dict[str, Any] = {**_yaml(REPO / "playbooks/roles/enclave/defaults/main.yml"),
+                           **{k: v for k, v in role_data("enclave", "vars").items() if k in SHARED_HOST_NAMES},
                            **_yaml(ROLE / "defaults" / "main.yml"), **overrides,
                            **_yaml(ROLE / "vars" / "main.yml")}
     raw.update(enclave_private_network=network, enclave_plan=plan, inventory_hostname=host,

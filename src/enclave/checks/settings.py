@@ -5,31 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
-import yaml
 
-from enclave import paths
+from enclave.roles import SHARED_HOST_NAMES, role_data
 
+__all__ = ["host_settings", "render", "role_data"]
 _RENDER = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - not HTML
 
 
-def role_data(role: str, kind: str = "defaults") -> dict[str, Any]:
-    path = paths.roles_dir() / role / kind / "main.yml"
-    data = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return data or {}
-
-
 def host_settings(hostvars: dict[str, Any], *roles: str) -> dict[str, Any]:
-    """Defaults of `enclave` and `roles`, then the host's variables; simple Jinja references rendered."""
+    """Defaults of `enclave` and `roles`, the enclave role's shared on-host names (its vars), then the host's
+    variables; simple Jinja references rendered."""
     merged: dict[str, Any] = {}
     for role in ("enclave", *roles):
         merged.update(role_data(role))
+    merged.update({k: v for k, v in role_data("enclave", "vars").items() if k in SHARED_HOST_NAMES})
     merged.update({k: v for k, v in hostvars.items() if not k.startswith("ansible_")})
     return merged
 
 
 def render(value: Any, settings: dict[str, Any]) -> Any:
-    if isinstance(value, str) and "{{" in value:
-        return _RENDER.from_string(value).render(**settings)
+    """`value` with its Jinja references resolved, references to references included (a few levels deep, as the
+    roles nest them: engine_env_file -> enclave_engine_env_file -> enclave_etc_dir)."""
+    for _ in range(5):
+        if not (isinstance(value, str) and "{{" in value):
+            break
+        value = _RENDER.from_string(value).render(**settings)
+    if isinstance(value, str):
+        return value
     if isinstance(value, list):
         return [render(v, settings) for v in value]
     if isinstance(value, dict):

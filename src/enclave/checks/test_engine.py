@@ -11,10 +11,11 @@ import pytest
 
 from enclave.checks.exposure import judge, unit_exposure
 from enclave.checks.settings import host_settings, render, role_data
+from enclave.roles import host_name
 
 testinfra_hosts = ["ansible://enclave_nodes"]
 
-UNIT = "enclave-engine.service"
+UNIT = host_name("enclave_engine_unit")
 # What the role's engine.env must give the engine's processes (a subset of the role's engine_offline_env).
 OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "VLLM_NO_USAGE_STATS",
            "DO_NOT_TRACK")

@@ -28,6 +28,7 @@ from enclave.cli.common import (
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
 from enclave.plan.inventory import Inventory
+from enclave.roles import host_name
 from enclave.runner import PlaybookRequest
 from enclave.runner.inventory import validate
 
@@ -82,7 +83,7 @@ def teardown_warning(inv: Inventory, *, keep_weights: bool,
     where = {name: _where(places) for name, places in (dirs or kit_dirs(inv)).items()}
     models = "kept (with the keys that verify them)" if keep_weights else "DELETED"
     return [
-        f"nodes ({hosts('enclave_nodes')}): enclave-engine.service, the vLLM venvs under "
+        f"nodes ({hosts('enclave_nodes')}): {host_name('enclave_engine_unit')}, the vLLM venvs under "
         f"{where['enclave_opt_dir']}, the weights tools; model revisions under {where['enclave_models_dir']}: "
         f"{models}",
         f"gateway ({hosts('enclave_gateway')}): the kit's nginx configuration (/etc/nginx/enclave) and, where the "

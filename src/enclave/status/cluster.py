@@ -13,8 +13,6 @@ from typing import Any
 from enclave.status.gpus import GpuCsvError, GpuReading, parse_gpu_csv
 from enclave.status.metrics import EngineLoad, engine_load, tokens_per_second
 
-ENGINE_UNIT = "enclave-engine.service"
-
 
 @dataclass
 class NodeStatus:
