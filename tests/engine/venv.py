@@ -1,6 +1,7 @@
 """A virtual environment of the engine on this machine, installed from the wheelhouse exactly as nodes do.
 
-The kit uses it to check rendered engine arguments with vLLM's own parser before they ship.
+Test-side only: the unit tests check rendered engine arguments with vLLM's own parser in it
+(tests/unit/test_engine_unit.py), and the GPU check installs its engine with the same pip command.
 """
 
 from __future__ import annotations
