@@ -161,14 +161,14 @@ def test_the_fetch_runs_as_its_own_user_in_a_confined_unit(tmp_path: Path) -> No
         "content": "{{ {'props': weights_fetch_unit_properties, 'env': weights_fetch_setenv} | to_json }}",
         "dest": str(tmp_path / "unit.json"), "mode": "0600"}, "delegate_to": "localhost"}
     proc = run_play(tmp_path, roles=["weights"], groups={"enclave_staging": {"gw": {}}}, tasks=[show],
-                    extra={"weights_repo": "org/name", "weights_revision": "r" * 40,
+                    extra={"weights_repo": "org/name", "weights_revision": "e" * 40,
                            "weights_source": {"type": "hf", "endpoint": "http://hub.internal"},
                            "weights_hf_token": "hf_secretvalue0123456789"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     unit = json.loads((tmp_path / "unit.json").read_text())
     assert {"User=enclave-fetch", "Group=enclave-fetch", "NoNewPrivileges=yes", "ProtectSystem=strict",
             "ReadWritePaths=/srv/enclave/weights-fetch", "InaccessiblePaths=/etc/enclave",
-            "BindPaths=/srv/enclave/models/org--name/" + "r" * 40 + ":/srv/enclave/weights-fetch/dest"} <= set(
+            "BindPaths=/srv/enclave/models/org--name/" + "e" * 40 + ":/srv/enclave/weights-fetch/dest"} <= set(
                 unit["props"])
     assert "--setenv=HF_ENDPOINT=http://hub.internal" in unit["env"]
     assert "--setenv=HF_HUB_DISABLE_XET=1" in unit["env"]
@@ -179,7 +179,7 @@ def test_the_fetch_runs_as_its_own_user_in_a_confined_unit(tmp_path: Path) -> No
 def test_the_fetch_user_is_never_a_privileged_one(tmp_path: Path, user: str) -> None:
     proc = run_play(tmp_path, roles=["weights"], groups={"enclave_staging": {"gw": {}}},
                     task_files=("weights/tasks/validate.yml",),
-                    extra={"weights_repo": "org/name", "weights_revision": "r" * 40, "weights_fetch_user": user,
+                    extra={"weights_repo": "org/name", "weights_revision": "e" * 40, "weights_fetch_user": user,
                            "weights_source": {"type": "local", "path": "/mnt/x"}})
     assert proc.returncode != 0
     assert f'weights_fetch_user "{user}" must be a user name of its own' in " ".join(proc.stdout.split())
