@@ -13,7 +13,7 @@ from typing import Any
 
 from enclave import paths
 from enclave.ansible_env import ansible_env
-from enclave.errors import InventoryError, UsageError
+from enclave.errors import InventoryError
 from enclave.plan.inventory import (
     Inventory,
     check_extra_vars,
@@ -62,8 +62,6 @@ def validate(path: Path, *, reachable: bool = True, known: KnownVars | None = No
     path = path.expanduser().resolve()
     if not path.exists():
         raise InventoryError(f"{path}: no such inventory file or directory")
-    if vault_password_file is not None and not vault_password_file.expanduser().is_file():
-        raise UsageError(f"--vault-password-file {vault_password_file}: no such file")
     known = known or load_known_vars(paths.roles_dir())
     if extra_vars:
         check_extra_vars(extra_vars, known)
