@@ -11,6 +11,7 @@ from enclave.cli import bundle as bundle_cmd
 from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
+from enclave.cli import kit as kit_cmd
 from enclave.cli import logs as logs_cmd
 from enclave.cli import mirror as mirror_cmd
 from enclave.cli import plan as plan_cmd
@@ -63,6 +64,7 @@ app.command("rollback")(update_cmd.rollback)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")
+app.add_typer(kit_cmd.app, name="kit")
 
 
 def main() -> None:

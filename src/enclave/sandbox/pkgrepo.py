@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from enclave.errors import SandboxError
+from enclave.errors import EnclaveError, SandboxError
+from enclave.kit import apt
+from enclave.kit.apt import SigningKey
 from enclave.locks import file_lock
 from enclave.sandbox import system
 from enclave.sandbox.image import BaseImage
@@ -34,42 +33,7 @@ SANDBOX_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_pa
 def role_packages(roles_dir: Path) -> list[str]:
     """Every package the sandbox hosts install, read from the roles' own defaults (no second list of
     package names to keep in step)."""
-    packages: set[str] = set()
-    for defaults in sorted(roles_dir.glob("*/defaults/main.yml")):
-        data = yaml.safe_load(defaults.read_text()) or {}
-        for key in SANDBOX_PACKAGE_LISTS:
-            packages.update(str(p) for p in data.get(key) or [] if isinstance(p, str) and "{{" not in p)
-    return sorted(packages)
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    home: Path
-
-    @property
-    def public_key_file(self) -> Path:
-        return self.home / "public.asc"
-
-    def ensure(self) -> str:
-        with file_lock(self.home.with_suffix(".lock")):
-            if not self.public_key_file.is_file():
-                gnupg = self.home / "gnupg"
-                shutil.rmtree(gnupg, ignore_errors=True)
-                gnupg.mkdir(parents=True, mode=0o700)
-                system.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "",
-                            "--quick-gen-key", "enclave sandbox packages <sandbox@enclave.invalid>",
-                            "ed25519", "sign", "never"], env=self._env())
-                exported = system.run(["gpg", "--batch", "--armor", "--export"], env=self._env()).stdout
-                self.public_key_file.write_text(exported)
-        return self.public_key_file.read_text()
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "GNUPGHOME": str(self.home / "gnupg")}
-
-    def clearsign(self, release: Path, inrelease: Path) -> None:
-        system.run(["gpg", "--batch", "--yes", "--clearsign", "-o", inrelease, release], env=self._env())
-        system.run(["gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o",
-                    release.with_name("Release.gpg"), release], env=self._env())
+    return apt.role_packages(roles_dir, SANDBOX_PACKAGE_LISTS)
 
 
 @dataclass(frozen=True)
@@ -106,30 +70,19 @@ class PackageRepo:
         report(f"downloading {len(self.packages)} packages and their dependencies for the nodes' mirror")
         try:
             self._download(work)
-        except SandboxError:
+        except EnclaveError:
             # Usually stale package lists on this machine; refresh them once and try again.
             report("refreshing this machine's apt lists (apt-get update)")
             system.run(["apt-get", "update", "-q"], timeout=900)
             self._download(work)
-        (work / "partial").rmdir()
         debs = sorted(p.name for p in work.glob("*.deb"))
         if not debs and self.packages:
             raise SandboxError("apt downloaded no packages for the nodes' mirror; is the image already complete?")
-        packages_index = system.run(["apt-ftparchive", "packages", "."], cwd=work).stdout
-        (work / "Packages").write_text(packages_index)
-        release = system.run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=enclave-sandbox",
-                              "-o", "APT::FTPArchive::Release::Label=enclave-sandbox", "release", "."],
-                             cwd=work).stdout
-        (work / "Release").write_text(release)
-        self.key.clearsign(work / "Release", work / "InRelease")
+        apt.index(work, self.key, label="enclave-sandbox")
         shutil.rmtree(self.path, ignore_errors=True)
         work.rename(self.path)
         report(f"nodes' package mirror ready: {len(debs)} packages")
 
     def _download(self, dest: Path) -> None:
-        system.run(["apt-get", "-q", "-y", "--download-only", "install", *self.packages,
-                    "-o", f"Dir::State::status={self.image.dpkg_status()}",
-                    "-o", f"Dir::Cache::archives={dest}",
-                    "-o", "APT::Install-Recommends=false",
-                    "-o", "Debug::NoLocking=1"], timeout=1800)
+        apt.download(self.packages, dest, dpkg_status=self.image.dpkg_status())
 

@@ -1,0 +1,90 @@
+"""`enclave kit build|verify|apply-delta`: the offline site kit (docs/runbooks/offline-site.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enclave import paths
+from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
+from enclave.engine.build import EngineBuild
+from enclave.engine.wheelhouse import Wheelhouse
+from enclave.errors import EnclaveError, UsageError
+from enclave.kit import apt, build, content, delta, verify
+from enclave.kit.manifest import KitKey
+from enclave.plan import planfile
+
+app = typer.Typer(help="The offline site kit: build outside, verify and import inside.", no_args_is_help=True)
+
+PinOpt = Annotated[str | None, typer.Option("--pin", help="The kit key's fingerprint (SHA256:...) to trust.")]
+SignersOpt = Annotated[Path | None, typer.Option("--allowed-signers", help="An OpenSSH allowed_signers file.")]
+
+
+def _report(message: str) -> None:
+    err.print(f"[dim]kit:[/] {message}", highlight=False)
+
+
+@app.command("build")
+@reports_errors
+def build_cmd(
+    inventory: InventoryOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="New directory to build the kit into.")] = Path("kit"),
+    since: Annotated[Path | None, typer.Option("--since", help="Old kit: write only the files that differ.")]
+    = None,
+    split_gb: Annotated[float | None, typer.Option("--split-gb", help="Cut the weights into parts this big.")]
+    = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Kit signing key (made on first use).")] = None,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Leave out the NVIDIA packages.")] = False,
+    no_weights: Annotated[bool, typer.Option("--no-weights", help="Leave out the weights.")] = False,
+    no_engine: Annotated[bool, typer.Option("--no-engine", help="Leave out the engine wheelhouse.")] = False,
+    weights_source: Annotated[Path | None, typer.Option(
+        "--weights-source", help="Pack the weights from this folder instead of the hub.")] = None,
+) -> None:
+    """Collect every package, wheel and the weights the inventory's roles need into one signed directory."""
+    path = resolve_inventory(inventory)
+    plan = planfile.read(path)
+    if plan is None:
+        raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` first; the kit follows the plan")
+    if split_gb is not None and split_gb <= 0:
+        raise UsageError(f"--split-gb {split_gb}: must be positive")
+    engine = None
+    if not no_engine:
+        kind = "cuda" if content.has_gpus(plan) else "cpu"
+        engine = Wheelhouse(paths.cache_dir() / "wheelhouse", EngineBuild(kind=kind)).ensure(_report)
+    wanted = content.for_plan(plan, paths.roles_dir(), gpu=not no_gpu, with_weights=not no_weights,
+                              weights_source=weights_source, engine_wheelhouse=engine,
+                              split_bytes=int(split_gb * 1e9) if split_gb else None)
+    made = build.build(wanted, out.resolve(), key=KitKey(key or paths.state_dir() / "kit" / "kit-key"),
+                       apt_key=apt.SigningKey(paths.state_dir() / "kit" / "apt-key",
+                                              uid="enclave kit packages <kit@enclave.invalid>"),
+                       report=_report, since=since.resolve() if since else None)
+    console.print(f"kit at {made.path}; pin its key inside: --pin {made.fingerprint}", highlight=False)
+    if not made.complete:
+        raise EnclaveError("the kit is incomplete (KIT.json says complete: false); could not fetch: "
+                           + ", ".join(made.document["missing"]) + " (GPU hosts need them; --no-gpu leaves "
+                           "them out)")
+
+
+@app.command("verify")
+@reports_errors
+def verify_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], pin: PinOpt = None,
+               allowed_signers: SignersOpt = None) -> None:
+    """Check the kit's signature and the size and sha256 of every file it lists."""
+    signers = verify.signers_text(kit, pin=pin, allowed_signers=allowed_signers)
+    document = verify.verify_kit(kit, signers, _report)
+    state = "complete" if document["complete"] else "INCOMPLETE, missing " + ", ".join(document["missing"])
+    console.print(f"{kit}: signature good, {len(document['files'])} files match; {state}", highlight=False)
+
+
+@app.command("apply-delta")
+@reports_errors
+def apply_delta_cmd(old: Annotated[Path, typer.Argument(help="The kit the delta was built against.")],
+                    delta_kit: Annotated[Path, typer.Argument(metavar="DELTA", help="The delta kit.")],
+                    out: Annotated[Path, typer.Option("--out", help="New directory for the full kit.")],
+                    pin: PinOpt = None, allowed_signers: SignersOpt = None) -> None:
+    """Rebuild the full new kit from the old kit and a delta (`kit build --since`), checking every file."""
+    signers = verify.signers_text(delta_kit, pin=pin, allowed_signers=allowed_signers)
+    document = delta.apply(old, delta_kit, out, signers, _report)
+    console.print(f"{out}: {len(document['files'])} files, verified", highlight=False)

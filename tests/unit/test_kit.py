@@ -1,0 +1,159 @@
+"""The offline site kit, built for real on this machine: apt repository (this machine's apt), signed manifest
+(ssh-keygen), verify refusing a tampered or missing file, and a delta that rebuilds a fresh build's manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from enclave.kit import apt, build, delta, manifest, verify
+from enclave.kit.build import KitContent, WeightsSource
+from enclave.kit.manifest import KitKey, KitRefused
+from enclave.weights.tinymodel import make_tiny_model
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+LINES: list[str] = []
+
+
+def _wheel(directory: Path, name: str, body: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-1.0-py3-none-any.whl"
+    path.write_bytes(body)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[KitKey, apt.SigningKey]:
+    home = tmp_path_factory.mktemp("keys")
+    return KitKey(home / "kit-key"), apt.SigningKey(home / "apt-key", uid="test kit <kit@enclave.invalid>")
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory, keys: tuple[KitKey, apt.SigningKey]) -> build.BuiltKit:
+    """One real kit: acl and its dependencies from this machine's apt, an NVIDIA package apt cannot fetch here,
+    a local wheelhouse, the tiny model."""
+    work = tmp_path_factory.mktemp("kit")
+    model = work / "model"
+    make_tiny_model(model)
+    content = KitContent(packages=("acl",), gpu_packages=("nvidia-open",),
+                         wheelsets={"controller": ()}, local_wheels={"controller": (_wheel(work / "w", "tiny", b"x"),)},
+                         weights=WeightsSource(repo="org/tiny", revision=REV, source_dir=model))
+    return build.build(content, work / "out", key=keys[0], apt_key=keys[1], report=LINES.append)
+
+
+def _signers(kit: build.BuiltKit) -> str:
+    return manifest.allowed_signers_for_pin(kit.path, kit.fingerprint)
+
+
+def test_a_kit_missing_gpu_packages_says_so(kit: build.BuiltKit) -> None:
+    doc = json.loads((kit.path / "KIT.json").read_text())
+    assert doc["complete"] is False and doc["missing"] == ["package nvidia-open"]
+    assert any("cannot fetch package nvidia-open" in line for line in LINES)
+    names = {f["path"] for f in doc["files"]}
+    assert {"apt/Packages", "apt/InRelease", "wheels/controller/requirements.txt"} <= names
+    assert any(n.startswith("apt/acl_") and n.endswith(".deb") for n in names)
+    assert any(n.startswith(f"weights/org--tiny--{REV}/files/") for n in names)
+    sums = (kit.path / "KIT.sha256").read_text().splitlines()
+    assert len(sums) == len(doc["files"])
+
+
+def test_the_signature_verifies_with_ssh_keygen(kit: build.BuiltKit, tmp_path: Path) -> None:
+    signers = tmp_path / "allowed"
+    signers.write_text(_signers(kit))
+    proc = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", "enclave-kit", "-n",
+                           "enclave-kit", "-s", str(kit.path / "KIT.json.sig")],
+                          input=(kit.path / "KIT.json").read_bytes(), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert verify.verify_kit(kit.path, _signers(kit))["complete"] is False
+
+
+def test_apt_resolves_the_packages_from_the_kit_alone(kit: build.BuiltKit, tmp_path: Path) -> None:
+    root = tmp_path / "aptroot"
+    for d in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
+              "var/cache/apt/archives/partial", "var/lib/dpkg"):
+        (root / d).mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("")
+    keyring = tmp_path / "kit.gpg"
+    subprocess.run(["gpg", "--batch", "--dearmor", "-o", str(keyring), str(kit.path / build.APT_KEY)], check=True)
+    (root / "etc/apt/sources.list").write_text(f"deb [signed-by={keyring}] file:{kit.path / 'apt'} ./\n")
+    opts = ["-o", f"Dir={root}", "-o", f"Dir::State::status={root}/var/lib/dpkg/status",
+            "-o", "Dir::Etc::trusted=/dev/null", "-o", "Dir::Etc::trustedparts=/dev/null", "-o", "Debug::NoLocking=1"]
+    update = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, check=False)
+    assert update.returncode == 0 and "NO_PUBKEY" not in update.stderr, update.stdout + update.stderr
+    sim = subprocess.run(["apt-get", *opts, "--simulate", "install", "acl"], capture_output=True, text=True,
+                         check=False)
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    assert "Inst acl " in sim.stdout and "Inst libc6 " in sim.stdout
+
+
+def test_a_tampered_file_is_refused_by_name(kit: build.BuiltKit, tmp_path: Path) -> None:
+    copy = tmp_path / "kit"
+    shutil.copytree(kit.path, copy)
+    target = next((copy / "apt").glob("acl_*.deb"))
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(KitRefused, match=rf"apt/{target.name}: sha256 differs"):
+        verify.verify_kit(copy, _signers(kit))
+
+
+def test_a_missing_file_is_refused_by_name(kit: build.BuiltKit, tmp_path: Path) -> None:
+    copy = tmp_path / "kit"
+    shutil.copytree(kit.path, copy)
+    (copy / "wheels/controller/requirements.txt").unlink()
+    with pytest.raises(KitRefused, match=r"wheels/controller/requirements\.txt: missing"):
+        verify.verify_kit(copy, _signers(kit))
+
+
+def test_another_key_and_an_edited_manifest_are_refused(kit: build.BuiltKit, tmp_path: Path) -> None:
+    with pytest.raises(KitRefused, match="not the pinned"):
+        verify.signers_text(kit.path, pin="SHA256:" + "A" * 43, allowed_signers=None)
+    copy = tmp_path / "kit"
+    shutil.copytree(kit.path, copy)
+    doc = json.loads((copy / "KIT.json").read_text())
+    doc["complete"] = True
+    (copy / "KIT.json").write_text(manifest.render(doc))
+    with pytest.raises(KitRefused, match="verify the signature"):
+        verify.verify_kit(copy, _signers(kit))
+
+
+def test_a_delta_applied_to_the_old_kit_equals_a_fresh_build(keys: tuple[KitKey, apt.SigningKey],
+                                                             tmp_path: Path) -> None:
+    def content(version: bytes) -> KitContent:
+        wheels = (_wheel(tmp_path / "src", "same", b"unchanged"), _wheel(tmp_path / f"v{version!r}", "moving", version))
+        return KitContent(wheelsets={"controller": ()}, local_wheels={"controller": wheels})
+
+    key, apt_key = keys
+    old = build.build(content(b"1"), tmp_path / "old", key=key, apt_key=apt_key, report=LINES.append)
+    fresh = build.build(content(b"2"), tmp_path / "fresh", key=key, apt_key=apt_key, report=LINES.append)
+    made = build.build(content(b"2"), tmp_path / "delta", key=key, apt_key=apt_key, report=LINES.append,
+                       since=old.path)
+    carried = set(manifest.list_files(made.path))
+    assert carried == {"wheels/controller/moving-1.0-py3-none-any.whl", "wheels/controller/requirements.txt"}
+    signers = manifest.allowed_signers_for_pin(made.path, made.fingerprint)
+    delta.apply(old.path, made.path, tmp_path / "new", signers, LINES.append)
+    assert (tmp_path / "new/KIT.json").read_bytes() == (fresh.path / "KIT.json").read_bytes()
+    verify.verify_kit(tmp_path / "new", signers)
+    with pytest.raises(KitRefused, match="made for a base kit"):
+        delta.apply(fresh.path, made.path, tmp_path / "wrong", signers, LINES.append)
+
+
+def test_cli_verify_names_the_tampered_file_and_exits_1(kit: build.BuiltKit, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from enclave.cli import app
+
+    copy = tmp_path / "kit"
+    shutil.copytree(kit.path, copy)
+    good = CliRunner().invoke(app, ["kit", "verify", str(copy), "--pin", kit.fingerprint])
+    assert good.exit_code == 0 and "INCOMPLETE, missing package nvidia-open" in good.output
+    (copy / "wheels/controller/requirements.txt").write_text("tampered\n")
+    bad = CliRunner().invoke(app, ["kit", "verify", str(copy), "--pin", kit.fingerprint])
+    assert bad.exit_code == 1 and "wheels/controller/requirements.txt: size" in bad.output
+    assert "Traceback" not in bad.output
+    usage = CliRunner().invoke(app, ["kit", "verify", str(copy)])
+    assert usage.exit_code == 2 and "--pin FINGERPRINT or --allowed-signers FILE" in usage.output
