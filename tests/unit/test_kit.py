@@ -157,3 +157,29 @@ def test_cli_verify_names_the_tampered_file_and_exits_1(kit: build.BuiltKit, tmp
     assert "Traceback" not in bad.output
     usage = CliRunner().invoke(app, ["kit", "verify", str(copy)])
     assert usage.exit_code == 2 and "--pin FINGERPRINT or --allowed-signers FILE" in usage.output
+
+
+@pytest.mark.slow
+def test_the_controller_lock_installs_the_cli_with_no_index(tmp_path: Path) -> None:
+    """The controller wheelhouse (PyPI downloads + the enclave wheel of this checkout) installs `enclave` into a
+    fresh venv with --no-index --require-hashes: what the inside does with nothing but the kit."""
+    import sys
+
+    from enclave.kit import content, wheels
+
+    source = wheels.checkout()
+    assert source is not None
+    own = wheels.build_own_wheel(source, tmp_path / "own", isolated=False)
+    house = tmp_path / "wheels" / "controller"
+    lock = wheels.download(house, content.controller_requirements(), local_wheels=(own,))
+    assert "llm-enclave==" in lock.read_text() and "--hash=sha256:" in lock.read_text()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIP_CONFIG_FILE": "/dev/null"}
+    done = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                           "--no-index", "--find-links", str(house), "--require-hashes", "-r", str(lock)],
+                          capture_output=True, text=True, timeout=600, check=False, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran = subprocess.run([str(venv / "bin/enclave"), "kit", "--help"], capture_output=True, text=True,
+                         timeout=120, check=False, env={**env, "COLUMNS": "200"}, cwd=tmp_path)
+    assert ran.returncode == 0 and "apply-delta" in ran.stdout, ran.stdout + ran.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from enclave.cli.common import InventoryOpt, console, err, reports_errors, resol
 from enclave.engine.build import EngineBuild
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError, UsageError
-from enclave.kit import apt, build, content, delta, verify
+from enclave.kit import apt, build, content, delta, verify, wheels
 from enclave.kit.manifest import KitKey
 from enclave.plan import planfile
 
@@ -49,22 +50,37 @@ def build_cmd(
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` first; the kit follows the plan")
     if split_gb is not None and split_gb <= 0:
         raise UsageError(f"--split-gb {split_gb}: must be positive")
+    if out.exists():  # before hours of downloads, not after
+        raise UsageError(f"--out {out}: exists; a kit is built into a new directory")
+    if since is not None and not (since / "KIT.json").is_file():
+        raise UsageError(f"--since {since}: no KIT.json there; give the directory of the old kit")
     engine = None
     if not no_engine:
         kind = "cuda" if content.has_gpus(plan) else "cpu"
         engine = Wheelhouse(paths.cache_dir() / "wheelhouse", EngineBuild(kind=kind)).ensure(_report)
-    wanted = content.for_plan(plan, paths.roles_dir(), gpu=not no_gpu, with_weights=not no_weights,
-                              weights_source=weights_source, engine_wheelhouse=engine,
-                              split_bytes=int(split_gb * 1e9) if split_gb else None)
-    made = build.build(wanted, out.resolve(), key=KitKey(key or paths.state_dir() / "kit" / "kit-key"),
-                       apt_key=apt.SigningKey(paths.state_dir() / "kit" / "apt-key",
-                                              uid="enclave kit packages <kit@enclave.invalid>"),
-                       report=_report, since=since.resolve() if since else None)
+    source = wheels.checkout()
+    if source is None:
+        raise UsageError("kit build makes the controller's enclave wheel from a checkout of enclave; run it "
+                         "from one (PYTHONPATH=CHECKOUT/src or pip install -e CHECKOUT)")
+    with tempfile.TemporaryDirectory(prefix="enclave-kit-wheel-") as tmp:
+        _report(f"building the enclave wheel from {source}")
+        own = wheels.build_own_wheel(source, Path(tmp))
+        wanted = content.for_plan(plan, paths.roles_dir(), gpu=not no_gpu, with_weights=not no_weights,
+                                  weights_source=weights_source, engine_wheelhouse=engine, own_wheel=own,
+                                  split_bytes=int(split_gb * 1e9) if split_gb else None)
+        made = _build(wanted, out, key, since)
     console.print(f"kit at {made.path}; pin its key inside: --pin {made.fingerprint}", highlight=False)
     if not made.complete:
         raise EnclaveError("the kit is incomplete (KIT.json says complete: false); could not fetch: "
                            + ", ".join(made.document["missing"]) + " (GPU hosts need them; --no-gpu leaves "
                            "them out)")
+
+
+def _build(wanted: build.KitContent, out: Path, key: Path | None, since: Path | None) -> build.BuiltKit:
+    return build.build(wanted, out.resolve(), key=KitKey(key or paths.state_dir() / "kit" / "kit-key"),
+                       apt_key=apt.SigningKey(paths.state_dir() / "kit" / "apt-key",
+                                              uid="enclave kit packages <kit@enclave.invalid>"),
+                       report=_report, since=since.resolve() if since else None)
 
 
 @app.command("verify")

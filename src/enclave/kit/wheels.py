@@ -39,10 +39,19 @@ def download(dest: Path, requirements: Sequence[str], *, pip_args: Sequence[str]
     return lock
 
 
-def build_own_wheel(source: Path, dest: Path) -> Path:
-    """The enclave wheel from a checkout (it is not on PyPI): `pip wheel --no-deps`."""
+def checkout() -> Path | None:
+    """The checkout this enclave runs from, when it does (an installed wheel cannot rebuild itself)."""
+    top = Path(__file__).resolve().parents[3]
+    return top if (top / "pyproject.toml").is_file() and (top / "playbooks" / "site.yml").is_file() else None
+
+
+def build_own_wheel(source: Path, dest: Path, *, isolated: bool = True) -> Path:
+    """The enclave wheel from a checkout (it is not on PyPI): `pip wheel --no-deps`. isolated=False builds with
+    this environment's hatchling instead of fetching it."""
     dest.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dest), str(source)]
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(dest), str(source)]
+    if not isolated:
+        argv.insert(5, "--no-build-isolation")
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800, stdin=subprocess.DEVNULL)
     built = sorted(dest.glob("llm_enclave-*.whl"))
     if proc.returncode != 0 or not built:
