@@ -183,3 +183,93 @@ def test_the_controller_lock_installs_the_cli_with_no_index(tmp_path: Path) -> N
     ran = subprocess.run([str(venv / "bin/enclave"), "kit", "--help"], capture_output=True, text=True,
                          timeout=120, check=False, env={**env, "COLUMNS": "200"}, cwd=tmp_path)
     assert ran.returncode == 0 and "apply-delta" in ran.stdout, ran.stdout + ran.stderr
+
+
+PLAN = {"repo": "org/tiny", "revision": REV, "hardware_class": "cpu"}
+
+
+def _roles(directory: Path, packages: list[str]) -> Path:
+    """A roles directory whose one package list is `packages`: the kit check reads lists from the roles."""
+    (directory / "base" / "defaults").mkdir(parents=True)
+    (directory / "base" / "defaults" / "main.yml").write_text(f"base_packages: {packages}\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory, keys: tuple[KitKey, apt.SigningKey]) -> build.BuiltKit:
+    """A kit holding everything a cpu plan needs when the roles install only acl (wheels stand in by name:
+    the check reads locks and hashes, it installs nothing)."""
+    from enclave.kit import check, content
+
+    work = tmp_path_factory.mktemp("full")
+    model = work / "model"
+    make_tiny_model(model)
+    names = ["llm_enclave", *(check._requirement_name(r).replace("-", "_") for r in content.controller_requirements())]
+    controller = tuple(_wheel(work / "c", name, name.encode()) for name in names)
+    engine = work / content.engine_build(PLAN).name
+    vllm = _wheel(engine, "vllm", b"engine")
+    (engine / "requirements.txt").write_text(f"vllm==1.0 --hash=sha256:{manifest.sha256_file(vllm)}\n")
+    (engine / "bundle.json").write_text("{}\n")
+    wanted = KitContent(packages=tuple(apt.role_packages(_roles(work / "roles", ["acl"]), ["base_packages"])),
+                        wheelsets={"controller": (), "hub-client": ()},
+                        local_wheels={"controller": controller,
+                                      "hub-client": (_wheel(work / "h", "huggingface_hub", b"hub"),)},
+                        engine_wheelhouse=engine, weights=WeightsSource("org/tiny", REV, source_dir=model))
+    return build.build(wanted, work / "kit", key=keys[0], apt_key=keys[1], report=LINES.append)
+
+
+def test_check_passes_a_kit_holding_what_the_roles_need(full: build.BuiltKit, tmp_path: Path) -> None:
+    from enclave.kit import check
+
+    doc = verify.verify_kit(full.path, _signers(full))
+    assert check.problems(full.path, doc, PLAN, _roles(tmp_path / "roles", ["acl"])) == []
+
+
+def test_check_refuses_a_kit_missing_one_package_naming_it(full: build.BuiltKit, tmp_path: Path) -> None:
+    from enclave.kit import check
+
+    doc = verify.verify_kit(full.path, _signers(full))
+    with pytest.raises(check.KitIncomplete, match=r"package chrony: not in the kit's apt repository") as caught:
+        check.check(full.path, doc, PLAN, _roles(tmp_path / "roles", ["acl", "chrony"]))
+    assert caught.value.exit_code == 2
+    from enclave import paths
+
+    gpu = {**PLAN, "hardware_class": "h200"}  # a GPU plan needs NVIDIA's packages and the CUDA engine build
+    roles = _roles(tmp_path / "gpu", ["acl"])
+    shutil.copytree(paths.roles_dir() / "nvidia", roles / "nvidia")
+    found = check.problems(full.path, doc, gpu, roles)
+    assert "package nvidia-open: not in the kit's apt repository (apt/Packages)" in found
+    assert "package datacenter-gpu-manager-4-core: not in the kit's apt repository (apt/Packages)" in found
+    assert any(p.startswith("wheels/engine/vllm-") and "-cuda-" in p for p in found)
+
+
+def test_check_finds_a_package_whose_dependency_is_gone(full: build.BuiltKit, tmp_path: Path) -> None:
+    from enclave.kit import check
+
+    copy = tmp_path / "kit"
+    shutil.copytree(full.path, copy)
+    for deb in (copy / "apt").glob("libacl1_*.deb"):
+        deb.unlink()
+    apt.index(copy / "apt", apt.SigningKey(tmp_path / "key", uid="x <x@enclave.invalid>"), label="t")
+    shutil.copy2(tmp_path / "key" / "public.asc", copy / build.APT_KEY)
+    found = check.problems(copy, {"files": manifest.hash_tree(copy, LINES.append)}, PLAN,
+                           _roles(tmp_path / "roles", ["acl"]))
+    assert len(found) == 1 and "apt cannot install the packages from the kit alone" in found[0]
+    assert "libacl1" in found[0]
+
+
+def test_cli_check_exits_2_naming_a_missing_package(full: build.BuiltKit, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from enclave.cli import app
+    from enclave.plan import planfile
+
+    inventory = tmp_path / "inv" / "hosts.yml"
+    inventory.parent.mkdir()
+    inventory.write_text("all: {}\n")
+    planfile.write(inventory, PLAN)
+    result = CliRunner().invoke(app, ["kit", "check", str(full.path), "-i", str(inventory), "--pin",
+                                      full.fingerprint])
+    # The real roles install chrony, nginx, nftables...: this kit (acl only) lacks them.
+    assert result.exit_code == 2 and "package chrony: not in the kit's apt repository" in result.output
+    assert "Traceback" not in result.output

@@ -10,10 +10,9 @@ import typer
 
 from enclave import paths
 from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
-from enclave.engine.build import EngineBuild
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError, UsageError
-from enclave.kit import apt, build, content, delta, verify, wheels
+from enclave.kit import apt, build, check, content, delta, verify, wheels
 from enclave.kit.manifest import KitKey
 from enclave.plan import planfile
 
@@ -56,8 +55,7 @@ def build_cmd(
         raise UsageError(f"--since {since}: no KIT.json there; give the directory of the old kit")
     engine = None
     if not no_engine:
-        kind = "cuda" if content.has_gpus(plan) else "cpu"
-        engine = Wheelhouse(paths.cache_dir() / "wheelhouse", EngineBuild(kind=kind)).ensure(_report)
+        engine = Wheelhouse(paths.cache_dir() / "wheelhouse", content.engine_build(plan)).ensure(_report)
     source = wheels.checkout()
     if source is None:
         raise UsageError("kit build makes the controller's enclave wheel from a checkout of enclave; run it "
@@ -104,3 +102,19 @@ def apply_delta_cmd(old: Annotated[Path, typer.Argument(help="The kit the delta 
     signers = verify.signers_text(delta_kit, pin=pin, allowed_signers=allowed_signers)
     document = delta.apply(old, delta_kit, out, signers, _report)
     console.print(f"{out}: {len(document['files'])} files, verified", highlight=False)
+
+
+@app.command("check")
+@reports_errors
+def check_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], inventory: InventoryOpt = None,
+              pin: PinOpt = None, allowed_signers: SignersOpt = None) -> None:
+    """Verify the kit, then check it holds every package and wheel this inventory's roles will ask for."""
+    path = resolve_inventory(inventory)
+    plan = planfile.read(path)
+    if plan is None:
+        raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` first; the check follows the plan")
+    signers = verify.signers_text(kit, pin=pin, allowed_signers=allowed_signers)
+    document = verify.verify_kit(kit, signers, _report)
+    _report("checking the kit against what the roles will ask for")
+    check.check(kit, document, plan, paths.roles_dir())
+    console.print(f"{kit}: holds every package and wheel {path} needs", highlight=False)

@@ -110,6 +110,7 @@ def download(packages: Sequence[str], dest: Path, *, dpkg_status: Path) -> None:
 
 def index(repo: Path, key: SigningKey, *, label: str) -> int:
     """Packages, Release, InRelease and Release.gpg for the .debs in repo; returns how many."""
+    key.ensure()
     debs = sorted(repo.glob("*.deb"))
     (repo / "Packages").write_text(run(["apt-ftparchive", "packages", "."], cwd=repo))
     release = run(["apt-ftparchive", "-o", f"APT::FTPArchive::Release::Origin={label}",

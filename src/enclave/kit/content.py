@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from enclave.engine.build import EngineBuild
 from enclave.kit import apt
 from enclave.kit.build import KitContent, WeightsSource
 from enclave.sandbox.pkgrepo import SANDBOX_PACKAGE_LISTS
@@ -21,6 +22,11 @@ HUB_CLIENT = "huggingface_hub"
 
 def has_gpus(plan: dict[str, Any]) -> bool:
     return str(plan.get("hardware_class", "cpu")) != "cpu"
+
+
+def engine_build(plan: dict[str, Any]) -> EngineBuild:
+    """The engine build the plan's hardware runs: CUDA on GPUs, the CPU build otherwise (the sandbox's)."""
+    return EngineBuild(kind="cuda" if has_gpus(plan) else "cpu")
 
 
 def gpu_packages(roles_dir: Path) -> list[str]:
