@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave.errors import UsageError
 from enclave.kit import apt, build, delta, manifest, verify
 from enclave.kit.build import KitContent, WeightsSource
 from enclave.kit.manifest import KitKey, KitRefused
@@ -273,3 +274,55 @@ def test_cli_check_exits_2_naming_a_missing_package(full: build.BuiltKit, tmp_pa
     # The real roles install chrony, nginx, nftables...: this kit (acl only) lacks them.
     assert result.exit_code == 2 and "package chrony: not in the kit's apt repository" in result.output
     assert "Traceback" not in result.output
+
+
+def test_import_settings_point_every_role_at_the_kit_with_pinned_locks(full: build.BuiltKit, tmp_path: Path) -> None:
+    import yaml
+
+    from enclave.kit import content, importer
+
+    doc = verify.verify_kit(full.path, _signers(full))
+    where = importer.staging_plan(full.path, "http://10.9.0.5:8090/kit/")
+    kit_id = manifest.sha256_file(full.path / "KIT.json")[:16]
+    assert where.dest == f"/srv/enclave/kit/{kit_id}" and where.url == f"http://10.9.0.5:8090/kit/{kit_id}/"
+    engine = content.engine_build(PLAN).name
+    inventory = tmp_path / "inv" / "hosts.yml"
+    inventory.parent.mkdir()
+    written = importer.write_settings(inventory, importer.settings(full.path, doc, PLAN, where, engine))
+    assert written == tmp_path / "inv/group_vars/all/enclave_kit.yml"
+    values = yaml.safe_load(written.read_text())
+    [source] = values["enclave_apt_sources"]
+    assert source["uris"] == [f"{where.url}apt/"] and source["suites"] == ["./"]
+    assert source["key"] == (full.path / build.APT_KEY).read_text() and values["enclave_apt_sources_exclusive"]
+    assert values["engine_wheelhouse_url"] == f"{where.url}wheels/engine/{engine}/"
+    assert values["engine_wheelhouse_lock_sha256"] == manifest.sha256_file(
+        full.path / f"wheels/engine/{engine}/requirements.txt")
+    assert values["weights_hub_client_lock_sha256"] == manifest.sha256_file(
+        full.path / "wheels/hub-client/requirements.txt")
+    assert values["weights_source"] == {"type": "local", "path": f"{where.dest}/weights/org--tiny--{REV}/files"}
+    with pytest.raises(UsageError, match="--serve-url"):
+        importer.staging_plan(full.path, "ftp://x/")
+
+
+def test_import_refuses_an_inventory_that_would_override_the_kit(full: build.BuiltKit, tmp_path: Path) -> None:
+    """The example inventory names its own mirrors in group_vars/all/sources.yml, which Ansible would read after
+    enclave_kit.yml: the import names each clashing setting; without them the real validator accepts the kit's."""
+    import yaml
+
+    from enclave import paths
+    from enclave.kit import content, importer
+    from enclave.runner.inventory import validate
+
+    inventory = tmp_path / "inv"
+    shutil.copytree(paths.share_dir() / "inventory" / "h200-cluster", inventory)
+    doc = verify.verify_kit(full.path, _signers(full))
+    values = importer.settings(full.path, doc, PLAN, importer.staging_plan(full.path, "http://10.9.0.5:8090/kit"),
+                               content.engine_build(PLAN).name)
+    sources = inventory / "group_vars/all/sources.yml"
+    with pytest.raises(UsageError, match=rf"{sources}: enclave_apt_sources;") as caught:
+        importer.write_settings(inventory, values)
+    assert f"{sources}: weights_hub_client_lock_sha256" in str(caught.value)
+    kept = {k: v for k, v in yaml.safe_load(sources.read_text()).items() if k not in values}
+    sources.write_text(yaml.safe_dump(kept))
+    importer.write_settings(inventory, values)
+    validate(inventory, reachable=False, required=("weights",))

@@ -12,7 +12,7 @@ from enclave import paths
 from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError, UsageError
-from enclave.kit import apt, build, check, content, delta, verify, wheels
+from enclave.kit import apt, build, check, content, delta, importer, verify, wheels
 from enclave.kit.manifest import KitKey
 from enclave.plan import planfile
 
@@ -118,3 +118,27 @@ def check_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], i
     _report("checking the kit against what the roles will ask for")
     check.check(kit, document, plan, paths.roles_dir())
     console.print(f"{kit}: holds every package and wheel {path} needs", highlight=False)
+
+
+@app.command("import")
+@reports_errors
+def import_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], inventory: InventoryOpt = None,
+               serve_url: Annotated[str, typer.Option(
+                   "--serve-url", help="Where the staging host will serve the kit, e.g. http://10.0.0.5:8090/kit")]
+               = "", pin: PinOpt = None, allowed_signers: SignersOpt = None) -> None:
+    """Verify and self-test the kit, then point the inventory's roles at it (group_vars/all/enclave_kit.yml)."""
+    path = resolve_inventory(inventory)
+    plan = planfile.read(path)
+    if plan is None:
+        raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` first; the import follows the plan")
+    if not serve_url:
+        raise UsageError("--serve-url: give the URL the staging host will serve the kit at")
+    signers = verify.signers_text(kit, pin=pin, allowed_signers=allowed_signers)
+    document = verify.verify_kit(kit, signers, _report)
+    check.check(kit, document, plan, paths.roles_dir())
+    where = importer.staging_plan(kit, serve_url)
+    values = importer.settings(kit, document, plan, where, content.engine_build(plan).name)
+    written = importer.write_settings(path, values)
+    console.print(f"wrote {written}", highlight=False)
+    console.print(f"staging is not automated yet: {where.describe()} (docs/runbooks/offline-site.md)",
+                  highlight=False)
