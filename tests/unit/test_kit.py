@@ -326,3 +326,25 @@ def test_import_refuses_an_inventory_that_would_override_the_kit(full: build.Bui
     sources.write_text(yaml.safe_dump(kept))
     importer.write_settings(inventory, values)
     validate(inventory, reachable=False, required=("weights",))
+
+
+def test_cli_build_refuses_bad_input_before_downloading(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from enclave.cli import app
+    from enclave.plan import planfile
+
+    inventory = tmp_path / "inv" / "hosts.yml"
+    inventory.parent.mkdir()
+    inventory.write_text("all: {}\n")
+    runner = CliRunner()
+    no_plan = runner.invoke(app, ["kit", "build", "-i", str(inventory), "--out", str(tmp_path / "k")])
+    assert no_plan.exit_code == 2 and "no plan for" in no_plan.output
+    planfile.write(inventory, PLAN)
+    (tmp_path / "exists").mkdir()
+    taken = runner.invoke(app, ["kit", "build", "-i", str(inventory), "--out", str(tmp_path / "exists")])
+    assert taken.exit_code == 2 and "exists; a kit is built into a new directory" in taken.output
+    since = runner.invoke(app, ["kit", "build", "-i", str(inventory), "--out", str(tmp_path / "k"),
+                                "--since", str(tmp_path)])
+    assert since.exit_code == 2 and "no KIT.json there" in since.output
+    assert not (tmp_path / "k").exists()

@@ -20,6 +20,12 @@ from enclave.errors import EnclaveError
 
 Report = Callable[[str], None]
 
+# The roles' package lists every enclave host installs (the nvidia role's GPU lists are separate: kit/content.py
+# adds them for a plan with GPUs; the sandbox has none). A role that installs packages on every host adds its
+# list's name here.
+HOST_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_packages", "firewall_packages",
+                      "gateway_packages")
+
 
 def run(cmd: Sequence[str | Path], *, timeout: float = 1800, env: dict[str, str] | None = None,
         cwd: Path | None = None) -> str:

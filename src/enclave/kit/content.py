@@ -13,10 +13,8 @@ import yaml
 from enclave.engine.build import EngineBuild
 from enclave.kit import apt
 from enclave.kit.build import KitContent, WeightsSource
-from enclave.sandbox.pkgrepo import SANDBOX_PACKAGE_LISTS
 
-# Every host's packages are the lists the sandbox installs too; GPU hosts add the nvidia role's.
-PACKAGE_LISTS = SANDBOX_PACKAGE_LISTS
+PACKAGE_LISTS = apt.HOST_PACKAGE_LISTS  # GPU hosts add the nvidia role's (gpu_packages)
 HUB_CLIENT = "huggingface_hub"
 
 

@@ -24,10 +24,9 @@ from enclave.sandbox.image import BaseImage
 _REPO_FORMAT = 1
 
 
-# The roles' package lists that sandbox hosts install (GPU-only lists such as nvidia's are left out: the
-# sandbox has no GPU). A role that installs packages on every host adds its list's name here.
-SANDBOX_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_packages", "firewall_packages",
-                         "gateway_packages")
+# The roles' package lists that sandbox hosts install: every host's (GPU-only lists such as nvidia's are
+# left out: the sandbox has no GPU).
+SANDBOX_PACKAGE_LISTS = apt.HOST_PACKAGE_LISTS
 
 
 def role_packages(roles_dir: Path) -> list[str]:
