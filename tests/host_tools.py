@@ -33,6 +33,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "ssh": "openssh-client",
     # the controller side of the roles (delegate_to: localhost): the gateway's CA, `weights import`
     "rsync": "rsync",
+    # the offline site kit: which packages this machine's apt can fetch (enclave.kit.apt.unavailable)
+    "apt-cache": "apt",
 }
 
 
