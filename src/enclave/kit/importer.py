@@ -9,8 +9,6 @@ server that serves the wheels could swap a lock with them, the pin could not be 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from enclave import atomic
 from enclave.errors import UsageError
 from enclave.kit import build, manifest
 from enclave.weights.nodetool import MANIFEST_NAME as MODEL_MANIFEST
@@ -97,13 +96,5 @@ def write_settings(inventory: Path, values: dict[str, Any]) -> Path:
     path = settings_path(inventory)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = HEADER + yaml.safe_dump(values, sort_keys=True, default_flow_style=False, width=120)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, text)
     return path

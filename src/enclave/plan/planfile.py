@@ -7,12 +7,12 @@ rerun leaves the file (and the operator's git status) alone.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from enclave import atomic
 
 PLAN_VAR = "enclave_plan"
 HEADER = ("# Written by `enclave plan` (and `enclave deploy`, which plans first): do not edit.\n"
@@ -43,13 +43,5 @@ def write(inventory: Path, document: dict[str, Any]) -> tuple[Path, bool]:
     if path.is_file() and path.read_text() == text:
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, text)
     return path, True

@@ -9,12 +9,11 @@ trusts the same key, and a new controller does not silently trust whatever key i
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
+from enclave import atomic
 from enclave.errors import UsageError
 from enclave.inventory_layout import kit_dir
 
@@ -50,13 +49,5 @@ def write_pin(inventory: Path, fingerprint: str, note: str) -> Path:
                          "characters, as the refusal message and `ssh-keygen -lf KEY.pub` print it)")
     path = pin_path(inventory)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{HEADER}{fingerprint} {note} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, f"{HEADER}{fingerprint} {note} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
     return path
