@@ -152,9 +152,10 @@ def test_the_hub_client_runs_as_a_user_that_cannot_read_the_signing_key(inventor
         _throttle(spec, None)
         sample = ssh(inventory, "gateway", f"rm -f {RUNNING}; sleep 0.5; cat {SAMPLE}; rm -f {SAMPLE}").stdout
     assert result.exit_code == 0, f"the fetch failed: {result.progress.failures} (run dir {result.run_dir})"
-    # (a process that ended between the listing and the stat leaves an empty owner: not a sample)
-    seen = {tuple(line.removeprefix("owner=").split(",", 1)) for line in sample.split()
-            if line.startswith("owner=") and not line.startswith("owner=,")}
+    # A process that ended between the listing and the stat leaves an empty owner, and one that ended (or is a
+    # zombie) before its command line was read leaves an empty program: neither is a sample.
+    pairs = (line.removeprefix("owner=").partition(",") for line in sample.split() if line.startswith("owner="))
+    seen = {(owner, program) for owner, _, program in pairs if owner and program}
     print(f"processes naming hubfetch.py (owner, program): {sorted(seen)} ({sample.count('owner=')} samples)")
     client = {owner for owner, program in seen if program.endswith("/hub-client/bin/python")}
     assert client == {FETCH_USER}, f"the hub client ran as {client or 'nothing sampled'}: {seen}"
