@@ -160,17 +160,21 @@ class Gateway:
 
 
 def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str],
-             make_ca: bool = False) -> dict[str, dict[str, str]]:
+             make_ca: bool = False, keys: dict[str, str] | None = None,
+             settings: dict[str, Any] | None = None) -> dict[str, dict[str, str]]:
+    """The role's gateway files for host "gw" laid out under tmp/nginx, with `keys` (CLIENT_KEYS) and any other
+    role `settings` (extra vars, e.g. per-client limits)."""
     prefix = tmp / "nginx"
     groups = {"enclave_nodes": {n: {"ansible_host": a} for n, a in NODES.items()},
               "enclave_gateway": {"gw": {"ansible_host": "127.0.0.10"}}}
     extra = {
-        "enclave_private_network": "127.0.0.0/8", "gateway_api_keys": CLIENT_KEYS,
+        "enclave_private_network": "127.0.0.0/8", "gateway_api_keys": CLIENT_KEYS if keys is None else keys,
         "gateway_engine_api_key": ENGINE_KEY, "gateway_engine_port": engine_port,
         "gateway_https_port": https_port, "gateway_drained_hosts": drained, "gateway_ca_dir": str(tmp / "pki"),
         "gateway_nginx_dir": str(prefix), "gateway_conf_dir": str(prefix / "enclave"),
         "gateway_log_dir": str(prefix / "logs"), "gateway_pid_file": str(prefix / "nginx.pid"),
         "gateway_shutdown_timeout": "60s", "gateway_nginx_conf_command": True,  # this machine's nginx is >= 1.19.4
+        **(settings or {}),
     }
     return render(tmp / "render", roles=["gateway"], groups=groups, hosts="enclave_gateway",
                   task_files=("gateway/tasks/internal_ca.yml",) if make_ca else (), extra=extra, templates={

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from enclave.plan import limits
+
 if TYPE_CHECKING:  # the inventory module calls this one
     from enclave.plan.inventory import Inventory
 
 ROLES = ("engine", "gateway", "weights")
 
-_UNKNOWN = object()  # a value only Ansible can resolve
+_UNKNOWN = limits.UNKNOWN  # a value only Ansible can resolve
 _REF_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _CLIENT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # gateway/tasks/validate.yml: a client name
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")  # engine/tasks/validate.yml, weights/tasks/validate.yml: a pinned lock
@@ -55,15 +57,17 @@ def roles_run(tags: Collection[str] = (), skip_tags: Collection[str] = ()) -> tu
 
 def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
                    roles: Collection[str] = ROLES) -> list[str]:
-    """engine_api_key (and, with a wheelhouse, its lock's pinned sha256) on every node, gateway_api_keys on every
-    gateway, weights_source (and, from a hub, the hub client's pinned lock) on the staging host (each only for a
-    role in `roles`)."""
+    """engine_api_key (and, with a wheelhouse, its lock's pinned sha256) on every node, gateway_api_keys and the
+    per-client limits on every gateway, weights_source (and, from a hub, the hub client's pinned lock) on the
+    staging host (each only for a role in `roles`)."""
     problems: list[str] = []
     if not roles:
         return problems
     # one line per finding: "host 'gpu01'" becomes "hosts 'gpu01', 'gpu02'" when they share it
     merged: dict[str, list[str]] = {}
-    key_pattern = re.compile(str(_role_file(roles_dir, "gateway", "vars", "main.yml")["gateway_key_pattern"]))
+    gateway_vars = _role_file(roles_dir, "gateway", "vars", "main.yml")
+    gateway_defaults = _role_file(roles_dir, "gateway", "defaults", "main.yml")
+    key_pattern = re.compile(str(gateway_vars["gateway_key_pattern"]))
     spec = _role_file(roles_dir, "weights", "meta", "argument_specs.yml")["argument_specs"]["stage"]["options"]
     source_types = list(spec["weights_source"]["options"]["type"]["choices"])
     for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
@@ -75,6 +79,8 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
         hostvars = inventory.hostvars.get(host, {})
         problems += _gateway_keys(host, _resolved("gateway_api_keys", hostvars, extra, {}), key_pattern,
                                   lambda value, hv=hostvars: _resolve(value, hv, extra))
+        problems += limits.check_client_limits(
+            host, lambda name, hv=hostvars: _resolved(name, hv, extra, gateway_defaults.get(name)), gateway_vars)
     for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
         hostvars = inventory.hostvars.get(host, {})
         if _resolved("engine_wheelhouse_url", hostvars, extra, ""):

@@ -1,0 +1,55 @@
+"""Per-client limits that cannot work are refused on the controller, before any host is touched: exit 2 and one
+line naming the gateway host, the variable and the client (src/enclave/plan/limits.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.test_cli_plan import SECRETS
+from tests.unit.test_validation_holes import _deploy, inventory, runs  # noqa: F401 - fixtures
+
+LIMITED = {**SECRETS, "gateway_api_keys": {"team-a": "t" * 32, "batch": "b" * 32}}
+
+
+@pytest.mark.parametrize(("settings", "said"), [
+    ({"gateway_client_rate": "10 per second"},
+     "host 'gw01': gateway_client_rate: '10 per second' is not a rate like 10r/s or 30r/m"),
+    ({"gateway_client_burst": -1}, "host 'gw01': gateway_client_burst: '-1' is not a whole number"),
+    ({"gateway_max_body_size": "16 MB"}, "host 'gw01': gateway_max_body_size: '16 MB' is not an nginx size"),
+    ({"gateway_client_limits": {"bacth": {"rate": "1r/s"}}},
+     "host 'gw01': gateway_client_limits entry 'bacth': not a client of gateway_api_keys (clients: batch, team-a)"),
+    ({"gateway_client_limits": {"batch": {"rps": 5}}},
+     "host 'gw01': gateway_client_limits entry 'batch': unknown setting 'rps' (one of rate, burst, concurrent"),
+    ({"gateway_client_limits": {"batch": {"rate": "5r/h"}}},
+     "host 'gw01': gateway_client_limits entry 'batch' rate: '5r/h' is not a rate"),
+    ({"gateway_client_limits": {"batch": {"concurrent": "lots"}}},
+     "host 'gw01': gateway_client_limits entry 'batch' concurrent: 'lots' is not a whole number"),
+    ({"gateway_client_limits": {"batch": {"endpoints": ["/v1/completions", "/v1/score"]}}},
+     "host 'gw01': gateway_client_limits entry 'batch' endpoints: /v1/score not in gateway_api_paths"),
+    ({"gateway_client_limits": {"batch": {"endpoints": []}}},
+     "host 'gw01': gateway_client_limits entry 'batch' endpoints: must be a non-empty list"),
+    ({"gateway_client_limits": {"batch": "slow"}},
+     "host 'gw01': gateway_client_limits entry 'batch': must be a mapping"),
+])
+def test_bad_limits_touch_no_host(runs: list[object], inventory: Path, settings: dict[str, Any],  # noqa: F811
+                                  said: str) -> None:
+    (inventory / "group_vars" / "all" / "secrets.yml").write_text(yaml.safe_dump({**LIMITED, **settings}))
+    result = _deploy(inventory)
+    assert result.exit_code == 2, result.output
+    assert runs == []  # no ansible-playbook run started
+    assert said in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert "b" * 32 not in result.output  # a key never reaches the output
+
+
+def test_good_limits_pass(runs: list[object], inventory: Path) -> None:  # noqa: F811
+    (inventory / "group_vars" / "all" / "secrets.yml").write_text(yaml.safe_dump({
+        **LIMITED, "gateway_client_rate": "30r/m", "gateway_client_concurrent": 0,
+        "gateway_client_limits": {"batch": {"rate": "", "burst": 5, "max_body_size": "1m",
+                                            "endpoints": ["/v1/completions"]}}}))
+    result = _deploy(inventory)
+    assert result.exit_code == 0, result.output
+    assert len(runs) == 1
