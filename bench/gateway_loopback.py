@@ -84,7 +84,11 @@ def loopback_gateway(engine_ms: float) -> Iterator[dict[str, Any]]:
     pid = None
     try:
         engine_port, https_port = free_port(), free_port()
-        files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
+        # The bench client's limits stay in the path (limit_req and limit_conn run on every request) but far above
+        # what the bench sends, so every request is measured, none refused.
+        unlimited = {"rate": "999999r/s", "burst": 100000, "concurrent": 60000}
+        files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True,
+                         settings={"gateway_client_limits": {next(iter(CLIENT_KEYS)): unlimited}})["gw"]
         prefix = lay_out_prefix(tmp, files)
         engines = [_stand_in(address, engine_port, engine_ms / 1000) for address in NODES.values()]
         _nginx(prefix, "-t", "-q")

@@ -168,7 +168,7 @@ INVENTORIES: dict[str, dict[str, Any]] = {
     "no limits": {"gateway_client_rate": "", "gateway_client_concurrent": 0},
     "every override": {"gateway_client_limits": {
         "free": {"rate": "", "concurrent": 0}, "flood": {"rate": "500r/m", "burst": 0, "max_body_size": 4096},
-        "slow": {"endpoints": ["/v1/models"]}, "narrow": {"max_body_size": "2g", "concurrent": 1000}}},
+        "slow": {"endpoints": ["/v1/models"]}, "narrow": {"max_body_size": "2g", "concurrent": 65535}}},
     "an endpoint only the default class may use": {
         "gateway_api_paths": ["/v1/models", "/v1/score"],
         "gateway_client_limits": {name: {"endpoints": ["/v1/models"]} for name in KEYS}},

@@ -26,6 +26,8 @@ LIMITED = {**SECRETS, "gateway_api_keys": {"team-a": "t" * 32, "batch": "b" * 32
      "host 'gw01': gateway_client_limits entry 'batch': unknown setting 'rps' (one of rate, burst, concurrent"),
     ({"gateway_client_limits": {"batch": {"rate": "5r/h"}}},
      "host 'gw01': gateway_client_limits entry 'batch' rate: '5r/h' is not a rate"),
+    ({"gateway_client_concurrent": 65536},
+     "host 'gw01': gateway_client_concurrent: '65536' is not a whole number 0-65535"),
     ({"gateway_client_limits": {"batch": {"concurrent": "lots"}}},
      "host 'gw01': gateway_client_limits entry 'batch' concurrent: 'lots' is not a whole number"),
     ({"gateway_client_limits": {"batch": {"endpoints": ["/v1/completions", "/v1/score"]}}},

@@ -65,8 +65,9 @@ def _problem(setting: str, value: Any, rate_re: re.Pattern[str], size_re: re.Pat
         ok = value in ("", None) or (isinstance(value, str) and rate_re.fullmatch(value))
         return "" if ok else f"{str(value)[:40]!r} is not a rate like 10r/s or 30r/m (empty: no rate limit)"
     if setting in ("burst", "concurrent"):
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1_000_000
-        return "" if ok else f"{str(value)[:40]!r} is not a whole number 0-1000000"
+        most = 65535 if setting == "concurrent" else 1_000_000  # nginx's own bound on limit_conn
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+        return "" if ok else f"{str(value)[:40]!r} is not a whole number 0-{most}"
     if setting == "max_body_size":
         ok = isinstance(value, (str, int)) and not isinstance(value, bool) and size_re.fullmatch(str(value))
         return "" if ok else f"{str(value)[:40]!r} is not an nginx size like 512k or 16m"
