@@ -54,3 +54,8 @@ def cache_dir() -> Path:
     """Rebuildable downloads (node base image, package repository): `$ENCLAVE_CACHE_DIR`, else XDG cache."""
     override = os.environ.get("ENCLAVE_CACHE_DIR")
     return Path(override) if override else _xdg("XDG_CACHE_HOME", ".cache") / "enclave"
+
+
+def audit_log() -> Path:
+    """The controller's audit trail (enclave.audit): one JSON line per state-changing verb, in a 0700 directory."""
+    return state_dir() / "audit" / "audit.jsonl"

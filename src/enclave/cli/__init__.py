@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from enclave import __version__
+from enclave.cli import audit as audit_cmd
 from enclave.cli import bundle as bundle_cmd
 from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
@@ -61,6 +62,7 @@ app.command("bundle")(bundle_cmd.bundle)
 app.command("teardown")(teardown_cmd.teardown)
 app.command("update")(update_cmd.update)
 app.command("rollback")(update_cmd.rollback)
+app.command("audit")(audit_cmd.audit)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")

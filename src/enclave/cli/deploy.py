@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from enclave.audit import audited
 from enclave.cli.common import (
     AskVaultOpt,
     CheckOpt,
@@ -36,6 +37,7 @@ from enclave.runner.inventory import validate
 from enclave.runner.reads import gather
 
 
+@audited("deploy")
 @reports_errors
 def deploy(
     inventory: InventoryOpt = None,

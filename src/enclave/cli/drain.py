@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from enclave.audit import audited
 from enclave.cli.common import (
     AskVaultOpt,
     InventoryOpt,
@@ -56,6 +57,7 @@ def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_pass
     raise typer.Exit(result.exit_code)
 
 
+@audited("drain")
 @reports_errors
 def drain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
@@ -63,6 +65,7 @@ def drain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0
     _run(host, "drained", inventory, verbose, vault_password_file, ask_vault_pass)
 
 
+@audited("undrain")
 @reports_errors
 def undrain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
             vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:

@@ -14,6 +14,7 @@ import typer
 import yaml
 
 from enclave import paths
+from enclave.audit import audited
 from enclave.cli.common import (
     AskVaultOpt,
     InventoryOpt,
@@ -109,6 +110,7 @@ def confirmed(answer: str, name: str) -> bool:
     return answer.strip() in {name, CONFIRM_WORD}
 
 
+@audited("teardown")
 @reports_errors
 def teardown(
     inventory: InventoryOpt = None,

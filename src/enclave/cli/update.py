@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from enclave.audit import audited
 from enclave.cli.common import (
     AskVaultOpt,
     InventoryOpt,
@@ -91,6 +92,7 @@ def _roll(path: Path, inv: Inventory, plan: dict[str, Any], request: PlaybookReq
     console.print(f"every node serves {revision}{f' on vLLM {version}' if version else ''}")
 
 
+@audited("update")
 @reports_errors
 def update(
     inventory: InventoryOpt = None,
@@ -125,6 +127,7 @@ def update(
     _roll(path, inv, plan or {}, request, "update")
 
 
+@audited("rollback")
 @reports_errors
 def rollback(
     inventory: InventoryOpt = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from enclave.audit import audited
 from enclave.checks.runner import run_checks
 from enclave.cli.common import (
     AskVaultOpt,
@@ -55,6 +56,7 @@ def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str]
 
 
 @app.command()
+@audited("weights fetch")
 @reports_errors
 def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_vars: ExtraVarsOpt = None,
           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
@@ -65,6 +67,7 @@ def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_va
 
 
 @app.command()
+@audited("weights sync")
 @reports_errors
 def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: LimitOpt = None,
          extra_vars: ExtraVarsOpt = None, vault_password_file: VaultFileOpt = None,
@@ -181,6 +184,7 @@ def pack(
 
 
 @app.command("import")
+@audited("weights import")
 @reports_errors
 def import_bundle(
     bundle_dir: Annotated[Path, typer.Argument(help="The bundle directory `enclave weights pack` wrote.")],

@@ -15,7 +15,7 @@ from typing import Any
 
 import ansible_runner
 
-from enclave import paths
+from enclave import audit, paths
 from enclave.ansible_env import ansible_env
 from enclave.errors import RunError
 from enclave.runner import artifacts
@@ -58,6 +58,7 @@ def run_playbook(request: PlaybookRequest, *, on_event: EventCallback | None = N
     if not playbook.is_file():
         raise RunError(f"no playbook {playbook}")
     run_dir = artifacts.new_run_dir(runs, Path(request.playbook).stem)
+    audit.note_run(run_dir.name)  # the audit record of the verb that started this run names it
     extra_file = _write_extra_vars(run_dir, request.extra_vars)
     progress = RunProgress()
     events: queue.Queue[dict[str, Any]] = queue.Queue()
