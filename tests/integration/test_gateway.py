@@ -7,9 +7,11 @@ import http.client
 import json
 import ssl
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +30,7 @@ from tests.integration.nethelpers import (
     upstreams,
     wait_until,
 )
+from tests.required import skip_or_fail
 
 NODES = ("node1", "node2")
 
@@ -224,6 +227,50 @@ def test_drain_and_undrain_while_a_request_streams(gateway: Gateway, model: str,
         conn3.getresponse().read()
         conn3.close()
     assert set(upstreams(inventory, back).values()) == set(address.values()), "undrain did not restore node1"
+
+
+# -- per-client limits, seen with the official openai SDK ----------------------------------------------------
+def openai_client(gateway: Gateway, client: str) -> Any:
+    try:
+        import openai
+    except ImportError:
+        skip_or_fail("needs the openai package (the test extra: pip install -e '.[test]')")
+    # No retries: the SDK would otherwise wait out Retry-After itself and hide the 429.
+    return openai.OpenAI(base_url=f"https://{gateway.address}:{gateway.port}/v1", api_key=gateway.keys[client],
+                         max_retries=0, timeout=120,
+                         http_client=openai.DefaultHttpxClient(verify=gateway.context()))
+
+
+def test_a_client_over_its_rate_gets_429_while_another_keeps_succeeding(gateway: Gateway, model: str) -> None:
+    """The sandbox's inventory gives sandbox-limited 1 r/s with a burst of 2 (enclave.gateway.sandbox.LIMITS)."""
+    import openai
+
+    limited, other = openai_client(gateway, "sandbox-limited"), openai_client(gateway, "sandbox-tests")
+    served: list[str] = []
+
+    def other_client() -> None:
+        for _ in range(3):
+            reply = other.completions.create(model=model, prompt="Hello", max_tokens=4, temperature=0)
+            served.append(reply.choices[0].text)
+            served.extend(m.id for m in other.models.list())
+
+    thread = threading.Thread(target=other_client)
+    thread.start()
+    refused: list[Any] = []
+    for _ in range(10):  # far faster than 1 r/s: /v1/models needs no engine time
+        try:
+            limited.models.list()
+        except openai.RateLimitError as exc:
+            refused.append(exc)
+    thread.join(300)
+    assert not thread.is_alive()
+    assert len(served) == 6, "the other client's requests did not all succeed while one client flooded"
+    assert 5 <= len(refused) <= 8, f"{10 - len(refused)} of 10 flooding requests passed a 1 r/s burst-2 limit"
+    first = refused[0]
+    assert first.status_code == 429 and first.response.headers["retry-after"] == "1"
+    assert first.body["type"] == "rate_limit_error"  # the SDK hands over the body's "error" object
+    assert limited.completions.create(model=model, prompt="Hello", max_tokens=4).choices, \
+        "the limited client is served again once its rate allows"
 
 
 # -- the shipped checks (`enclave verify`) fail on each fault they exist for --------------------------------

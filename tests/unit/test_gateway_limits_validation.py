@@ -55,3 +55,23 @@ def test_good_limits_pass(runs: list[object], inventory: Path) -> None:  # noqa:
     result = _deploy(inventory)
     assert result.exit_code == 0, result.output
     assert len(runs) == 1
+
+
+def test_the_sandbox_inventory_limits_one_client_and_passes_the_checks(tmp_path: Path) -> None:
+    """The sandbox's generated gateway.yml has a low-rate client (the integration test floods it) that the
+    controller's checks accept, and keeps earlier keys across `sandbox up`s."""
+    from enclave import paths
+    from enclave.gateway import sandbox
+    from enclave.plan import limits
+
+    first = yaml.safe_load(sandbox.write_gateway_vars(tmp_path).read_text())
+    path = sandbox.write_gateway_vars(tmp_path)
+    again = yaml.safe_load(path.read_text())
+    assert again["gateway_api_keys"] == first["gateway_api_keys"]
+    assert path.stat().st_mode & 0o077 == 0
+    assert set(again["gateway_client_limits"]) <= set(again["gateway_api_keys"])
+    assert again["gateway_client_limits"]["sandbox-limited"]["rate"] == "1r/s"
+    roles = paths.roles_dir()
+    rules = yaml.safe_load((roles / "gateway" / "vars" / "main.yml").read_text())
+    defaults = yaml.safe_load((roles / "gateway" / "defaults" / "main.yml").read_text())
+    assert limits.check_client_limits("gw", lambda name: again.get(name, defaults.get(name)), rules) == []
