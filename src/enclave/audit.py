@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from enclave import paths
+from enclave.errors import AuditError
 
 REDACTED = "<redacted>"
 # Names whose values are never written: API keys, tokens, passwords, vault material, credentials.
@@ -174,11 +175,17 @@ def recording(verb: str, arguments: dict[str, Any]) -> Iterator[None]:
         raise
     finally:
         _runs.reset(token)
-        append(make_record(verb, arguments, exit_code=code, runs=runs))
+        try:
+            append(make_record(verb, arguments, exit_code=code, runs=runs))
+        except OSError as exc:
+            raise AuditError(f"{verb} ended with exit code {code}, but its audit record could not be written to "
+                             f"{paths.audit_log()}: {exc.strerror or exc}") from exc
 
 
 def audited(verb: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a state-changing verb: its keyword arguments (the CLI's options) and its outcome are recorded."""
+    """Decorate a state-changing verb: its keyword arguments (the CLI's options) and its outcome are recorded.
+    Inside the CLI's error reporting: the kit's errors carry their exit code here, and an AuditError is reported
+    as one line like any other."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)

@@ -4,7 +4,8 @@
     ├── UsageError               bad arguments or files given by the operator        -> exit 2
     │   └── InventoryError       an inventory that cannot be used                      -> exit 2
     ├── SandboxError             the local sandbox cannot be built, started or read    -> exit 1
-    └── RunError                 ansible-runner could not start or report a run        -> exit 1
+    ├── RunError                 ansible-runner could not start or report a run        -> exit 1
+    └── AuditError               the controller's audit trail cannot be written         -> exit 1
 
 The core raises these and never prints; the CLI turns them into `Name: message` and an exit code.
 """
@@ -42,3 +43,7 @@ class SandboxError(EnclaveError):
 
 class RunError(EnclaveError):
     pass
+
+
+class AuditError(EnclaveError):
+    """A verb ran but its audit record could not be written: the operator must know the trail has a gap."""

@@ -205,3 +205,13 @@ def test_each_record_is_one_write_on_an_append_only_descriptor(tmp_path: Path,
     monkeypatch.setattr(audit.os, "lseek", real_lseek)
     assert len(opened) == 1 and opened[0] & os.O_APPEND and not opened[0] & os.O_TRUNC
     assert len(writes) == 1 and writes[0].endswith(b"\n") and writes[0].count(b"\n") == 1
+
+
+def test_a_trail_that_cannot_be_written_is_one_clear_error(fake_drain: list[str], tmp_path: Path) -> None:
+    paths.audit_log().parent.parent.mkdir(parents=True)
+    paths.audit_log().parent.write_text("a file where the audit directory belongs")
+    result = runner.invoke(app, ["drain", "n1", "-i", str(write_inventory(tmp_path))])
+    assert result.exit_code == 1 and fake_drain == ["drain n1"]  # the verb ran; its record is what failed
+    assert "AuditError: drain ended with exit code 0, but its audit record could not be written" in " ".join(
+        result.output.split())
+    assert "Traceback" not in result.output

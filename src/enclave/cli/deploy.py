@@ -37,8 +37,8 @@ from enclave.runner.inventory import validate
 from enclave.runner.reads import gather
 
 
-@audited("deploy")
 @reports_errors
+@audited("deploy")
 def deploy(
     inventory: InventoryOpt = None,
     check: CheckOpt = False,

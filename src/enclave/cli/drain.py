@@ -57,16 +57,16 @@ def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_pass
     raise typer.Exit(result.exit_code)
 
 
-@audited("drain")
 @reports_errors
+@audited("drain")
 def drain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Take a replica out of the gateway's rotation; requests in flight on it finish."""
     _run(host, "drained", inventory, verbose, vault_password_file, ask_vault_pass)
 
 
-@audited("undrain")
 @reports_errors
+@audited("undrain")
 def undrain(host: HostArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
             vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Put a drained replica back into the gateway's rotation."""

@@ -110,8 +110,8 @@ def confirmed(answer: str, name: str) -> bool:
     return answer.strip() in {name, CONFIRM_WORD}
 
 
-@audited("teardown")
 @reports_errors
+@audited("teardown")
 def teardown(
     inventory: InventoryOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (automation).")] = False,

@@ -92,8 +92,8 @@ def _roll(path: Path, inv: Inventory, plan: dict[str, Any], request: PlaybookReq
     console.print(f"every node serves {revision}{f' on vLLM {version}' if version else ''}")
 
 
-@audited("update")
 @reports_errors
+@audited("update")
 def update(
     inventory: InventoryOpt = None,
     model_revision: Annotated[str | None, typer.Option(
@@ -127,8 +127,8 @@ def update(
     _roll(path, inv, plan or {}, request, "update")
 
 
-@audited("rollback")
 @reports_errors
+@audited("rollback")
 def rollback(
     inventory: InventoryOpt = None,
     serial: SerialOpt = "1",

@@ -56,8 +56,8 @@ def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str]
 
 
 @app.command()
-@audited("weights fetch")
 @reports_errors
+@audited("weights fetch")
 def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_vars: ExtraVarsOpt = None,
           vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Fetch the revision once to the staging host, check it against the source, write and sign its manifest."""
@@ -67,8 +67,8 @@ def fetch(inventory: InventoryOpt = None, revision: RevisionOpt = None, extra_va
 
 
 @app.command()
-@audited("weights sync")
 @reports_errors
+@audited("weights sync")
 def sync(inventory: InventoryOpt = None, revision: RevisionOpt = None, limit: LimitOpt = None,
          extra_vars: ExtraVarsOpt = None, vault_password_file: VaultFileOpt = None,
          ask_vault_pass: AskVaultOpt = False) -> None:
@@ -184,8 +184,8 @@ def pack(
 
 
 @app.command("import")
-@audited("weights import")
 @reports_errors
+@audited("weights import")
 def import_bundle(
     bundle_dir: Annotated[Path, typer.Argument(help="The bundle directory `enclave weights pack` wrote.")],
     inventory: InventoryOpt = None,
