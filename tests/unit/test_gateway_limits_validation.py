@@ -75,3 +75,13 @@ def test_the_sandbox_inventory_limits_one_client_and_passes_the_checks(tmp_path:
     rules = yaml.safe_load((roles / "gateway" / "vars" / "main.yml").read_text())
     defaults = yaml.safe_load((roles / "gateway" / "defaults" / "main.yml").read_text())
     assert limits.check_client_limits("gw", lambda name: again.get(name, defaults.get(name)), rules) == []
+
+
+def test_verify_checks_with_a_client_that_has_no_limits_of_its_own() -> None:
+    from enclave.checks.test_gateway import checking_client
+
+    keys = {"a-narrow": "k1", "b-free": "k2", "c-free": "k3"}
+    assert checking_client(keys, {"a-narrow": {"endpoints": ["/v1/embeddings"]}}) == "b-free"
+    assert checking_client(keys, {}) == "a-narrow"
+    assert checking_client(keys, None) == "a-narrow"
+    assert checking_client({"only": "k"}, {"only": {"rate": "1r/m"}}) == "only"  # no other: still checked
