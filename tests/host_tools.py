@@ -35,6 +35,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "rsync": "rsync",
     # the offline site kit: which packages this machine's apt can fetch (enclave.kit.apt.unavailable)
     "apt-cache": "apt",
+    # the audit trail records the inventory's commit (enclave.audit; without git it records none)
+    "git": "git",
 }
 
 
