@@ -74,6 +74,8 @@ def test_plan_on_the_example_matches_the_recipe_and_writes_the_plan_file(
         1, "deepseek-v4-flash", REV, "h200")
     assert plan["repo"] == "deepseek-ai/DeepSeek-V4-Flash" and plan["readiness_timeout_s"] == 3600
     assert plan["env"]["VLLM_ENGINE_READY_TIMEOUT_S"] == "3600"
+    # no enclave_monitoring group: the gateway carries Prometheus and Alertmanager (enclave.plan.monitoring)
+    assert plan["monitoring"] == {"host": "gw01"}
     args = plan["replicas"][0]["args"]
     assert "--trust-remote-code" in args and args[args.index("--kv-cache-dtype") + 1] == "fp8"
     assert args[args.index("--block-size") + 1] == "256" and "--enable-expert-parallel" in args

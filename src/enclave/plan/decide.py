@@ -11,6 +11,7 @@ from typing import Any
 from enclave.errors import UsageError
 from enclave.plan.facts import HostFacts
 from enclave.plan.inventory import Inventory
+from enclave.plan.monitoring import monitoring_host
 from enclave.plan.parallelism import (
     OPTIONS_VAR,
     OVERRIDE_VAR,
@@ -36,12 +37,16 @@ class Decision:
     revision: str | None = None
     options: tuple[str, ...] = ()  # the profile's opt-in options the inventory chose (enclave_model_options)
     refusals: list[str] = field(default_factory=list)
+    monitoring_host: str | None = None  # enclave.plan.monitoring: the Prometheus/Alertmanager host
 
     @property
     def document(self) -> dict[str, Any] | None:
         if self.refusals or self.parallelism is None or self.revision is None:
             return None
-        return plan_document(self.profile, self.revision, self.parallelism, options=self.options)
+        document = plan_document(self.profile, self.revision, self.parallelism, options=self.options)
+        if self.monitoring_host is not None:
+            document["monitoring"] = {"host": self.monitoring_host}
+        return document
 
 
 def one_value(inventory: Inventory, hosts: list[str], name: str, default: Any = None) -> Any:
@@ -73,7 +78,8 @@ def decide(inventory: Inventory, facts: Mapping[str, HostFacts], profile: ModelP
     nodes = [h for h in inventory.hosts("enclave_nodes") if h in facts]
     overrides = parse_overrides(one_value(inventory, nodes, OVERRIDE_VAR), OVERRIDE_VAR)
     decision = Decision(profile, options=profile.check_options(
-        one_value(inventory, inventory.enclave_hosts(), OPTIONS_VAR), f"{inventory.path}: {OPTIONS_VAR}"))
+        one_value(inventory, inventory.enclave_hosts(), OPTIONS_VAR), f"{inventory.path}: {OPTIONS_VAR}"),
+        monitoring_host=monitoring_host(inventory.groups))
     try:
         decision.revision = resolve_revision(profile, one_value(inventory, inventory.enclave_hosts(), REVISION_VAR))
     except PlanRefused as exc:

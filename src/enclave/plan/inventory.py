@@ -27,6 +27,7 @@ from enclave import paths
 from enclave.errors import InventoryError, UsageError
 from enclave.plan.host_inputs import KIT_DIRS, check_address, check_host, check_kit_dir, check_service_user
 from enclave.plan.known_vars import KnownVars, load_known_vars
+from enclave.plan.monitoring import MONITORING_GROUP, check_monitoring_group
 from enclave.plan.parallelism import parse_overrides
 from enclave.plan.profiles import check_model_name
 from enclave.plan.settings import check_required
@@ -226,9 +227,10 @@ def check_groups(inventory: Inventory) -> list[str]:
     if len(inventory.groups.get("enclave_staging", [])) > 1:
         problems.append("group 'enclave_staging' must hold exactly one host (the one that fetches weights); has "
                         + ", ".join(inventory.groups["enclave_staging"]))
+    problems += check_monitoring_group(inventory.groups, REQUIRED_GROUPS)
     for group in inventory.groups:
-        if group.startswith("enclave_") and group not in REQUIRED_GROUPS:
-            hint = difflib.get_close_matches(group, list(REQUIRED_GROUPS), n=1)
+        if group.startswith("enclave_") and group not in REQUIRED_GROUPS and group != MONITORING_GROUP:
+            hint = difflib.get_close_matches(group, [*REQUIRED_GROUPS, MONITORING_GROUP], n=1)
             problems.append(f"unknown group '{group}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
     return problems
 
