@@ -165,3 +165,27 @@ def test_a_malformed_admin_cidr_is_named(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match=r"'10.40.1.0/99' is not an address or CIDR"):
         render(tmp_path, roles=["firewall"], groups=GROUPS, templates={"x": "firewall/enclave.nft.j2"},
                extra={**EXTRA, "firewall_admin_sources": ["10.40.1.0/99"]}, hosts="gw")
+
+
+def test_exporters_open_to_the_planned_monitoring_host_only(tmp_path: Path) -> None:
+    plan = {"port": 8000, "monitoring": {"host": "gw"}}
+    rendered = render(tmp_path, roles=["firewall"], groups=GROUPS, templates={"nft": "firewall/enclave.nft.j2"},
+                      extra={**EXTRA, "enclave_plan": plan})
+    texts = {host: files["nft"] for host, files in rendered.items()}
+    for host, text in texts.items():
+        assert re.search(r"set monitoring_v4 \{[^}]*elements = \{ 10.40.0.10 \}", text), host
+        assert "tcp dport 9100 ip saddr @monitoring_v4 accept" in chain(text, "input"), host
+        assert nft_check(tmp_path, text).returncode == 0, host
+    node, gw, stage = (chain(texts[h], "input") for h in ("node1", "gw", "stage"))
+    # vLLM's /metrics is on the engine port; DCGM's exporter on the nodes, nginx's on the gateway
+    assert "tcp dport { 8000, 9400 } ip saddr @monitoring_v4 accept" in node
+    assert "tcp dport 9113 ip saddr @monitoring_v4 accept" in gw and "9113" not in node + stage
+    assert "9400" not in gw + stage
+    # Prometheus and Alertmanager: the monitoring host, to the operators only
+    assert "tcp dport { 9090, 9093 } ip saddr @admin_v4 accept" in gw and "9090" not in node + stage
+
+
+def test_without_a_planned_monitoring_host_no_exporter_is_reachable(rulesets: dict[str, str]) -> None:
+    for host in ("node1", "gw", "stage"):
+        assert re.search(r"set monitoring_v4 \{\n\t\ttype ipv4_addr; flags interval;\n", rulesets[host]), host
+        assert "9090" not in rulesets[host]
