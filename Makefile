@@ -6,11 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The one list of Debian packages a fresh machine needs for `make demo` and `make test`: the tools the sandbox
 # runs (debootstrap, systemd-nspawn, ip, gpg, apt-ftparchive, chronyd), the real validators and servers the unit
-# tests run (nginx, nft, systemd-analyze, openssl), what the integration tests and the controller side of the
-# roles run (tc, pgrep, ssh, rsync). tests/host_tools.py maps each tool to its package and
+# tests run (nginx, nft, systemd-analyze, openssl, promtool, amtool), what the integration tests and the controller
+# side of the roles run (tc, pgrep, ssh, rsync). tests/host_tools.py maps each tool to its package and
 # tests/unit/test_host_packages.py fails when a tool the code runs is missing here.
 HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt-utils chrony nftables systemd \
-	nginx openssl procps rsync coreutils dpkg apt git
+	nginx openssl procps rsync coreutils dpkg apt git prometheus prometheus-alertmanager
 
 .PHONY: demo test unit integration lint bench host-packages print-host-packages check-fresh venv clean sandbox-down
 

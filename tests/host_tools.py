@@ -27,6 +27,9 @@ TOOL_PACKAGES: dict[str, str] = {
     "sha256sum": "coreutils",
     "cp": "coreutils",
     "dpkg-query": "dpkg",
+    # the monitoring role's rendered rules and configuration (tests/unit/test_monitoring_rules.py)
+    "promtool": "prometheus",
+    "amtool": "prometheus-alertmanager",
     # integration tests: traffic shaping, process checks, SSH into sandbox hosts
     "tc": "iproute2",
     "pgrep": "procps",

@@ -59,3 +59,13 @@ def test_sandbox_mirror_serves_the_base_packages_and_no_gpu_ones() -> None:
     served = role_packages(paths.roles_dir())
     assert {"chrony", "rsync", "acl"} <= set(served)
     assert not [p for p in served if "nvidia" in p or "*" in p]
+
+
+def test_sandbox_mirror_serves_the_monitoring_packages_and_not_dcgm() -> None:
+    from enclave import paths
+    from enclave.sandbox.pkgrepo import role_packages
+
+    served = set(role_packages(paths.roles_dir()))
+    assert {"prometheus", "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-nginx-exporter"} <= served
+    # the DCGM exporter comes from NVIDIA's repository, on GPU nodes only: the sandbox has neither
+    assert not [p for p in served if "dcgm" in p or "datacenter-gpu" in p]

@@ -24,7 +24,8 @@ Report = Callable[[str], None]
 # adds them for a plan with GPUs; the sandbox has none). A role that installs packages on every host adds its
 # list's name here.
 HOST_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_packages", "firewall_packages",
-                      "gateway_packages")
+                      "gateway_packages", "monitoring_node_packages", "monitoring_gateway_packages",
+                      "monitoring_packages")
 
 
 def run(cmd: Sequence[str | Path], *, timeout: float = 1800, env: dict[str, str] | None = None,

@@ -1,0 +1,1 @@
+../../../../src/enclave/monitoring/signals.py

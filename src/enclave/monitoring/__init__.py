@@ -1,0 +1,1 @@
+"""Monitoring helpers; signals.py is also an on-host tool (standard library only)."""
