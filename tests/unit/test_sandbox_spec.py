@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,22 @@ def test_sandbox_mirror_serves_the_monitoring_packages_and_not_dcgm() -> None:
     assert {"prometheus", "prometheus-alertmanager", "prometheus-node-exporter", "prometheus-nginx-exporter"} <= served
     # the DCGM exporter comes from NVIDIA's repository, on GPU nodes only: the sandbox has neither
     assert not [p for p in served if "dcgm" in p or "datacenter-gpu" in p]
+
+
+def test_sandbox_inventory_sets_a_watchable_monitoring_pace_and_the_tests_webhook(tmp_path: Path) -> None:
+    import yaml
+
+    from enclave.runner.inventory import validate
+    from enclave.sandbox import inventory
+
+    spec = SandboxSpec(name="mon", subnet=ipaddress.IPv4Network("10.231.0.0/24"))
+    text = inventory.render(spec, private_key=tmp_path / "key", known_hosts=tmp_path / "known_hosts",
+                            repo_public_key="-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n", model_revision="a" * 40,
+                            hub_client_lock_sha256="b" * 64)
+    path = tmp_path / "hosts.yml"
+    path.write_text(text)
+    found = validate(path, reachable=False)  # every monitoring_* name is one the role declares, with its type
+    assert found.groups["enclave_gateway"] == ["gateway"]
+    variables = yaml.safe_load(text)["all"]["vars"]
+    assert variables["monitoring_webhook_urls"] == [f"http://10.231.0.1:{inventory.WEBHOOK_PORT}/alerts"]
+    assert variables["monitoring_alert_engine_down_for"] == "15s" and variables["monitoring_retention_size_gb"] == 1

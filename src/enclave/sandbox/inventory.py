@@ -9,6 +9,10 @@ import yaml
 
 from enclave.sandbox.hub import HUB_PORT, WHEELS_PORT
 from enclave.sandbox.services import PACKAGE_PORT
+
+# Where Alertmanager posts alerts: the controller's bridge address, on a port the integration tests listen on while
+# they watch for an alert (nobody listens otherwise: Alertmanager retries and logs, nothing else happens).
+WEBHOOK_PORT = 8819
 from enclave.sandbox.spec import SandboxSpec
 
 
@@ -58,6 +62,16 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
                 # The sandbox made the client's lock, so it knows the digest to pin (docs/security.md).
                 "weights_hub_client_lock_sha256": hub_client_lock_sha256,
+                # Monitoring at a pace a test can watch (an engine-down alert within seconds, not minutes) and a
+                # disk-sized retention; a real site keeps the role's defaults.
+                "monitoring_scrape_interval": "5s",
+                "monitoring_evaluation_interval": "5s",
+                "monitoring_alert_engine_down_for": "15s",
+                "monitoring_group_wait": "5s",
+                "monitoring_retention_time": "2d",
+                "monitoring_retention_size_gb": 1,
+                "monitoring_signals_interval": "10s",
+                "monitoring_webhook_urls": [f"http://{controller}:{WEBHOOK_PORT}/alerts"],
             },
             "children": groups,
         }
