@@ -96,3 +96,13 @@ def test_keep_weights_keeps_models_nested_below_the_root(tmp_path: Path) -> None
     run(tmp_path, "full", ("teardown/tasks/files.yml",), dirs, teardown_keep_weights=False)
     assert not dirs["enclave_root"].exists() and not dirs["enclave_etc_dir"].exists()
     assert not pins["full"].exists(), "a full teardown removed the signing key but kept its pin"
+
+
+def test_every_unit_the_kit_writes_is_one_teardown_removes() -> None:
+    import yaml
+
+    written = {p.name.removesuffix(".j2") for pattern in ("enclave-*.service.j2", "enclave-*.timer.j2")
+               for p in (REPO / "templates").rglob(pattern)}
+    assert {"enclave-engine.service", "enclave-signals.timer"} <= written  # the scan sees the units
+    removed = set(yaml.safe_load((REPO / "playbooks/roles/teardown/vars/main.yml").read_text())["teardown_units"])
+    assert written <= removed, f"units teardown would leave running: {sorted(written - removed)}"
