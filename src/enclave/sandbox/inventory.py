@@ -9,11 +9,11 @@ import yaml
 
 from enclave.sandbox.hub import HUB_PORT, WHEELS_PORT
 from enclave.sandbox.services import PACKAGE_PORT
+from enclave.sandbox.spec import SandboxSpec
 
 # Where Alertmanager posts alerts: the controller's bridge address, on a port the integration tests listen on while
 # they watch for an alert (nobody listens otherwise: Alertmanager retries and logs, nothing else happens).
 WEBHOOK_PORT = 8819
-from enclave.sandbox.spec import SandboxSpec
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -68,6 +68,7 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 "monitoring_evaluation_interval": "5s",
                 "monitoring_alert_engine_down_for": "15s",
                 "monitoring_group_wait": "5s",
+                "monitoring_group_interval": "10s",
                 "monitoring_retention_time": "2d",
                 "monitoring_retention_size_gb": 1,
                 "monitoring_signals_interval": "10s",
