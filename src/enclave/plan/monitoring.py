@@ -8,7 +8,9 @@ deriving it. Pure: groups in (as `enclave.plan.inventory.Inventory.groups` holds
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 MONITORING_GROUP = "enclave_monitoring"
 
@@ -36,3 +38,29 @@ def monitoring_host(groups: Mapping[str, list[str]]) -> str | None:
         if members:
             return members[0]
     return None
+
+
+def check_settings(host: str, values: dict[str, Any], patterns: Mapping[str, str]) -> list[str]:
+    """The monitoring host's receivers and retention, as the role's validate.yml asserts them (with the role's own
+    patterns, `monitoring_*_pattern` in its vars), checked before any host is touched. `values` holds what the
+    inventory sets; a name it leaves to the role's default is absent."""
+    problems = []
+    urls = values.get("monitoring_webhook_urls", [])
+    for url in urls if isinstance(urls, list) else []:
+        if not (isinstance(url, str) and re.fullmatch(patterns["monitoring_webhook_url_pattern"], url)):
+            problems.append(f"host '{host}': monitoring_webhook_urls entry {str(url)[:80]!r} is not an http(s) URL")
+    smtp = values.get("monitoring_smtp", {})
+    if isinstance(smtp, dict) and smtp:
+        smarthost, recipients = str(smtp.get("smarthost", "")), smtp.get("to")
+        if (not re.fullmatch(patterns["monitoring_smarthost_pattern"], smarthost) or not smtp.get("from")
+                or not isinstance(recipients, list) or not recipients):
+            problems.append(f"host '{host}': monitoring_smtp needs smarthost (host:port), from and to (a list), e.g. "
+                            '{smarthost: "10.40.1.25:25", from: enclave@example.internal, to: [ops@example.internal]}')
+    size = values.get("monitoring_retention_size_gb", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        problems.append(f"host '{host}': monitoring_retention_size_gb must be a positive number of GiB, got {size!r}")
+    duration = values.get("monitoring_retention_time", "1d")
+    if not (isinstance(duration, str) and re.fullmatch(patterns["monitoring_duration_pattern"], duration)):
+        problems.append(f"host '{host}': monitoring_retention_time must be a Prometheus duration such as 30d, got "
+                        f"{str(duration)[:40]!r}")
+    return problems

@@ -1,6 +1,6 @@
 """Settings a deploy cannot go without, checked on the controller before any host is touched.
 
-The roles assert the same (engine/tasks/validate.yml, gateway/tasks/validate.yml, weights/tasks/validate.yml), but
+The roles assert the same (engine/, gateway/, weights/ and monitoring/tasks/validate.yml), but
 only once their play starts: by then the firewall is up and the weights have moved. Here the values are read from
 the inventory as Ansible merged it (and `-e`, which outranks it); the rules the roles define as data (the key pattern,
 the source types) are read from the roles, so they are defined once. A value Ansible has not resolved (a template
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from enclave.plan import limits
+from enclave.plan import limits, monitoring
 
 if TYPE_CHECKING:  # the inventory module calls this one
     from enclave.plan.inventory import Inventory
 
-ROLES = ("engine", "gateway", "weights")
+ROLES = ("engine", "gateway", "weights", "monitoring")
 
 _UNKNOWN = limits.UNKNOWN  # a value only Ansible can resolve
 _REF_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -59,7 +59,7 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
                    roles: Collection[str] = ROLES) -> list[str]:
     """engine_api_key (and, with a wheelhouse, its lock's pinned sha256) on every node, gateway_api_keys and the
     per-client limits on every gateway, weights_source (and, from a hub, the hub client's pinned lock) on the
-    staging host (each only for a role in `roles`)."""
+    staging host (each only for a role in `roles`), and the monitoring host's receivers and retention."""
     problems: list[str] = []
     if not roles:
         return problems
@@ -96,10 +96,26 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
             problems += _lock_pin(host, inventory.hostvars.get(host, {}), extra, "weights_hub_client",
                                   "weights_source type hf", "`sha256sum requirements.txt` beside the hub client's "
                                   "wheels: docs/runbooks/weights.md")
+    chosen = monitoring.monitoring_host(inventory.groups) if "monitoring" in roles else None
+    if chosen is not None:
+        problems += _monitoring(chosen, inventory.hostvars.get(chosen, {}), extra, roles_dir)
     for problem in problems:
         host, _, said = problem.partition(": ")
         merged.setdefault(said, []).append(host.removeprefix("host "))
     return [f"host{'s' if len(hosts) > 1 else ''} {', '.join(hosts)}: {said}" for said, hosts in merged.items()]
+
+
+MONITORING_SETTINGS = ("monitoring_webhook_urls", "monitoring_smtp", "monitoring_retention_size_gb",
+                       "monitoring_retention_time")
+
+
+def _monitoring(host: str, hostvars: dict[str, Any], extra: dict[str, Any], roles_dir: Path) -> list[str]:
+    """The monitoring host's receivers and retention (enclave.plan.monitoring, with the role's own patterns)."""
+    patterns = {k: str(v) for k, v in _role_file(roles_dir, "monitoring", "vars", "main.yml").items()
+                if k.endswith("_pattern")}
+    values = {name: _resolved(name, hostvars, extra, None) for name in MONITORING_SETTINGS}
+    return monitoring.check_settings(host, {k: v for k, v in values.items() if v is not None and v is not _UNKNOWN},
+                                     patterns)
 
 
 def _lock_pin(host: str, hostvars: dict[str, Any], extra: dict[str, Any], prefix: str, needed_by: str,
