@@ -109,7 +109,7 @@ def test_every_target_is_up(prometheus: str) -> None:
 
 
 def _drained_in_metrics(prometheus: str, host: str) -> bool:
-    return bool(query(prometheus, f'enclave_gateway_replica_drained{{host="{host}"}} == 1'))
+    return bool(query(prometheus, f'enclave_gateway_replica_drained{{replica_host="{host}"}} == 1'))
 
 
 def test_a_drained_replica_shows_in_the_metrics(prometheus: str, inventory: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave.monitoring import signals
 from tests.host_tools import require_tool
 from tests.unit.role_render import render
 
@@ -60,6 +61,7 @@ def tool(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 # -- promtool test rules: one case that fires and one that stays quiet per rule --------------------------------
 ENGINE1 = {"job": "engine", "instance": "10.40.0.11:8000", "host": "node1", "replica": "replica-1"}
 GPU0 = {"job": "dcgm", "instance": "10.40.0.11:9400", "host": "node1", "gpu": "0"}
+DRAINED = {"job": "node", "instance": "10.40.0.10:9100", "host": "gw", "replica_host": "node2"}
 
 
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -100,12 +102,12 @@ CASES: dict[str, list[dict[str, Any]]] = {
              quiet_at="3m"),
         case("EngineKVCacheFull", [series("vllm:kv_cache_usage_perc", ENGINE1, "0.85x10")], "8m", None)],
     "ReplicaDrainedTooLong": [
-        case("ReplicaDrainedTooLong", [series("enclave_gateway_replica_drained", {"job": "node", "host": "node2"},
-                                              "1x40")], "31m", {"host": "node2", "severity": "warning"},
+        # as Prometheus stores it: the gateway's node exporter target (host="gateway") reports the drained head
+        case("ReplicaDrainedTooLong", [series("enclave_gateway_replica_drained", DRAINED, "1x40")], "31m",
+             {"replica_host": "node2", "severity": "warning"},
              "node2 has been out of the gateway's rotation for over 30 minutes", quiet_at="20m"),
         # drained, then back in the rotation (the series ends) before 30 minutes
-        case("ReplicaDrainedTooLong", [series("enclave_gateway_replica_drained", {"job": "node", "host": "node2"},
-                                              "1x20")], "35m", None)],
+        case("ReplicaDrainedTooLong", [series("enclave_gateway_replica_drained", DRAINED, "1x20")], "35m", None)],
     "GpuXidError": [
         case("GpuXidError", [series("DCGM_FI_DEV_XID_ERRORS", GPU0, "0 0 48 48")], "2m",
              {**GPU0, "severity": "critical"}, "XID 48 on GPU 0 of node1", quiet_at="1m")],
@@ -216,6 +218,23 @@ def test_promtool_check_config_takes_the_scrape_configuration(site: tuple[Path, 
     assert [s["targets"] for s in jobs["nginx"]] == [["10.40.0.10:9113"]]
     assert [s["targets"] for s in jobs["dcgm"]] == [["10.40.0.11:9400"]]  # node1 has GPUs, node2 none
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.40.0.10:9093"]
+
+
+def test_no_signal_label_collides_with_a_target_label(site: tuple[Path, dict[str, dict[str, str]]],
+                                                      tmp_path: Path) -> None:
+    # A scraped label that a target also sets is renamed to exported_<name> by Prometheus (honor_labels is off), so
+    # a query or rule on it would never match: the drained replica's `host` label did exactly that on the sandbox.
+    _, out = site
+    config = yaml.safe_load(out["gw"]["prometheus.yml"])
+    target_labels = {"job", "instance"} | {name for job in config["scrape_configs"]
+                                           for static in job["static_configs"] for name in static.get("labels", {})}
+    (tmp_path / "org--tiny" / ("a" * 40)).mkdir(parents=True)
+    (tmp_path / "org--tiny" / "current").symlink_to("a" * 40)
+    metrics = [*signals.firewall_metrics({"egress_public": (1, 60)}), *signals.drained_metrics(["node2"]),
+               *signals.cert_metrics(1.0), *signals.weights_metrics(tmp_path / "org--tiny", True)]
+    signal_labels = {name for metric in metrics for labels, _ in metric.samples for name in labels}
+    assert "replica_host" in signal_labels and "host" in target_labels
+    assert not signal_labels & target_labels, signal_labels & target_labels
 
 
 def test_servers_listen_on_the_private_address_with_the_inventorys_retention(

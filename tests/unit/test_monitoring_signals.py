@@ -79,7 +79,7 @@ def test_every_signal_is_rendered_and_promtool_accepts_the_file(tmp_path: Path) 
                  f'enclave_weights_active_revision_info{{model="org--tiny",revision="{rev}"}} 1',
                  f'enclave_weights_signature_ok{{model="org--tiny",revision="{rev}"}} 1',
                  f'enclave_weights_last_verified_timestamp_seconds{{model="org--tiny",revision="{rev}"}} 1700000000',
-                 "enclave_gateway_drained_replicas 1", 'enclave_gateway_replica_drained{host="node2"} 1',
+                 "enclave_gateway_drained_replicas 1", 'enclave_gateway_replica_drained{replica_host="node2"} 1',
                  f"enclave_gateway_tls_cert_not_after_timestamp_seconds {CERT_NOT_AFTER}",
                  'enclave_signals_error{source="nft"} 0', "enclave_signals_last_run_timestamp_seconds 1750000000"]:
         assert line in text.splitlines(), line
@@ -95,7 +95,7 @@ def test_a_failed_source_is_flagged_and_the_rest_still_written(tmp_path: Path) -
     text, _ = run_all(tmp_path, nft_rc=1, signature_rc=1)
     assert 'enclave_signals_error{source="nft"} 1' in text and "enclave_firewall_packets_total" not in text
     assert 'enclave_weights_signature_ok{model="org--tiny",revision="' + "a" * 40 + '"} 0' in text
-    assert 'enclave_gateway_replica_drained{host="node2"} 1' in text
+    assert 'enclave_gateway_replica_drained{replica_host="node2"} 1' in text
 
 
 def test_main_replaces_the_file_atomically_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def drained_metrics(hosts: list[str]) -> list[Metric]:
     count = Metric("enclave_gateway_drained_replicas", "gauge", "Replicas taken out of the gateway's rotation.")
     count.samples.append(({}, len(hosts)))
     each = Metric("enclave_gateway_replica_drained", "gauge", "1 for each replica head drained at the gateway.")
-    each.samples += [({"host": host}, 1) for host in hosts]
+    each.samples += [({"replica_host": host}, 1) for host in hosts]
     return [count, each]
 
 
