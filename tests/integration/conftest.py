@@ -110,14 +110,16 @@ def enclave(*args: str, check: bool | None = None, timeout: float = 1200) -> sub
     return proc
 
 
-def ssh(inventory: Path, host: str, script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a shell script on a sandbox host over SSH, as an operator would by hand."""
+def ssh(inventory: Path, host: str, script: str, *, check: bool = True,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a shell script on a sandbox host over SSH, as an operator would by hand; `stdin` is its input (how a
+    key reaches a host without being on a command line)."""
     data = yaml.safe_load(inventory.read_text())["all"]
     address = next(group["hosts"][host]["ansible_host"] for group in data["children"].values()
                    if host in group["hosts"] and group["hosts"][host])
     argv = ["ssh", "-i", data["vars"]["ansible_ssh_private_key_file"], *data["vars"]["ansible_ssh_common_args"].split(),
             f"root@{address}", script]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check, input=stdin)
 
 
 @pytest.fixture(scope="session")

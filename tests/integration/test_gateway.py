@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pytest
 import yaml
 
 from enclave.checks.runner import run_checks
-from tests.integration.conftest import enclave, ssh
+from enclave.gateway import cert
+from enclave.gateway.client import GatewayTarget
+from tests.integration.conftest import enclave, mark_dirty, ssh
 from tests.integration.nethelpers import (
     Gateway,
     completion_body,
@@ -318,3 +321,57 @@ def test_shipped_gateway_checks_fail_on_their_fault(fault: str, gateway: Gateway
     # nginx reloads in the background: the repaired gateway passes again once the new workers answer.
     assert wait_until(lambda: not [r for r in run_checks(inventory, modules=("test_gateway.py",))[0]
                                    if r.outcome == "failed"], 30, step=2)
+
+
+# -- the certificate's lifetime: the check that flags it, and `enclave cert renew` under a stream ------------------
+def short_lived_cert(ca_dir: Path, tmp: Path, days: int) -> tuple[str, str]:
+    """(certificate, key) PEM signed by the kit's CA with the gateway's own names (the role's .cnf), `days` long."""
+    key, csr, crt = tmp / "short.key", tmp / "short.csr", tmp / "short.crt"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(csr), "-subj", "/O=enclave/CN=gateway"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_dir / "ca.crt"), "-CAkey",
+                    str(ca_dir / "ca.key"), "-CAcreateserial", "-CAserial", str(tmp / "ca.srl"), "-days", str(days),
+                    "-extfile", str(ca_dir / "gateway.cnf"), "-out", str(crt)], check=True, capture_output=True)
+    return crt.read_text(), key.read_text()
+
+
+def served_serial(gateway: Gateway) -> str:
+    return cert.served(GatewayTarget(gateway.address, gateway.port, gateway.ca)).serial
+
+
+def test_a_certificate_near_expiry_fails_its_check_and_cert_renew_replaces_it_under_a_stream(
+        gateway: Gateway, model: str, inventory: Path, tmp_path: Path) -> None:
+    pem, key = short_lived_cert(gateway.ca.parent, tmp_path, days=2)
+    ssh(inventory, "gateway", f"cat > {CONF}/tls/server.crt", stdin=pem)
+    ssh(inventory, "gateway", f"cat > {CONF}/tls/server.key", stdin=key)  # the key never on a command line
+    ssh(inventory, "gateway", "nginx -t -q && systemctl reload nginx")
+    renewed = False
+    try:
+        assert wait_until(lambda: cert.days_left(cert.served(GatewayTarget(gateway.address, gateway.port,
+                                                                           gateway.ca)), datetime.now(UTC)) < 3,
+                          30, step=1), "nginx did not serve the short-lived certificate"
+        short = served_serial(gateway)
+        results, _ = run_checks(inventory, modules=("test_gateway.py",))
+        failed = {r.check: r.message for r in results if r.outcome == "failed"}
+        assert set(failed) == {"tls_certificate_is_not_about_to_expire"}, failed
+        assert "expires within 21 days" in failed["tls_certificate_is_not_about_to_expire"], failed
+
+        # A stream opened on the short-lived certificate finishes across the renewal's reload.
+        conn, response = open_stream(gateway, model, f"renew-{uuid.uuid4().hex}", 200)
+        events = stream_events(response)
+        first = next(events)
+        proc = enclave("cert", "renew", "-i", str(inventory))
+        renewed = proc.returncode == 0
+        assert renewed, proc.stdout[-3000:] + proc.stderr[-2000:]
+        rest = list(events)
+        conn.close()  # type: ignore[attr-defined]
+        assert generated_tokens([first, *rest]) == 200, "the stream in flight was cut by the renewal"
+        new = served_serial(gateway)
+        assert new != short, "cert renew left the short-lived certificate in place"
+        assert f"serial {short} -> {new}" in proc.stdout, proc.stdout
+        print(proc.stdout.strip().splitlines()[-1])
+        assert not [r for r in run_checks(inventory, modules=("test_gateway.py",))[0] if r.outcome == "failed"]
+    finally:
+        if not renewed and enclave("cert", "renew", "-i", str(inventory)).returncode != 0:
+            mark_dirty("test_gateway: the gateway may still serve a short-lived certificate")

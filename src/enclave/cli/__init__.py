@@ -9,6 +9,7 @@ import typer
 from enclave import __version__
 from enclave.cli import audit as audit_cmd
 from enclave.cli import bundle as bundle_cmd
+from enclave.cli import cert as cert_cmd
 from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
@@ -67,6 +68,7 @@ app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")
 app.add_typer(kit_cmd.app, name="kit")
+app.add_typer(cert_cmd.app, name="cert")
 
 
 def main() -> None:

@@ -9,34 +9,19 @@ inventory's gateway_api_keys.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
 from enclave.errors import UsageError
-from enclave.gateway.client import GatewayTarget, answer_text
+from enclave.gateway.client import answer_text, gateway_target
 from enclave.gateway.client import chat as send_chat
-from enclave.inventory_layout import ca_cert
 from enclave.plan import planfile
 from enclave.plan.inventory import Inventory
 from enclave.runner.inventory import validate
 
 KEY_ENV = "ENCLAVE_API_KEY"
-
-
-def gateway_target(inv: Inventory, inventory: Path) -> tuple[str, GatewayTarget]:
-    gateways = inv.hosts("enclave_gateway")
-    if not gateways:
-        raise UsageError(f"{inventory}: no host in enclave_gateway")
-    host = gateways[0]
-    hostvars: dict[str, Any] = inv.hostvars.get(host) or {}
-    own_cert = bool(hostvars.get("gateway_tls_cert_file"))
-    ca_dir = hostvars.get("gateway_ca_dir")
-    ca = Path(ca_dir) / "ca.crt" if isinstance(ca_dir, str) and "{{" not in ca_dir else ca_cert(inventory)
-    return host, GatewayTarget(str(hostvars.get("ansible_host") or host), int(hostvars.get("gateway_https_port", 443)),
-                               None if own_cert else ca)
 
 
 def client_key(inv: Inventory, host: str, client: str | None) -> tuple[str, str]:

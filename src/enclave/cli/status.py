@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,8 @@ from enclave.cli.common import (
     use_vault,
 )
 from enclave.errors import RunError, UsageError
+from enclave.gateway import cert
+from enclave.gateway.client import GatewayTarget, target_of
 from enclave.plan import planfile
 from enclave.runner.inventory import validate
 from enclave.status.cluster import ClusterStatus, NodeStatus, cluster_status
@@ -91,7 +94,9 @@ def summary_lines(cluster: ClusterStatus) -> list[str]:
     lines = []
     for gateway in cluster.gateways:
         drained = ", ".join(gateway.drained) or "none"
-        lines.append(f"gateway {gateway.host}: nginx {gateway.nginx}, drained: {drained}")
+        certificate = f", certificate {gateway.certificate}" if gateway.certificate else ""
+        lines.append(f"gateway {gateway.host}: nginx {gateway.nginx}, drained: {drained}{certificate}")
+        lines += [f"WARNING {gateway.host}: {warning}" for warning in gateway.warnings]
     heads = [n for n in cluster.nodes if n.role == "head"]
     serving = [n for n in heads if not n.problems]
     if cluster.serving:
@@ -114,22 +119,32 @@ def plain_lines(cluster: ClusterStatus) -> list[str]:
 
 
 def _screen(cluster: ClusterStatus) -> Group:
-    return Group(status_table(cluster), *(Text(line, "bold red" if line.startswith("NOT") else "")
+    return Group(status_table(cluster), *(Text(line, _STYLES.get(line.split(" ", 1)[0], ""))
                                            for line in summary_lines(cluster)))
+
+
+_STYLES = {"NOT": "bold red", "WARNING": "yellow"}
 
 
 class _Reader:
     """Reads the cluster round after round, keeping each head's last /metrics sample for the next tokens/s."""
 
-    def __init__(self, inventory: Any, plan: dict[str, Any], nodes: list[str], gateways: list[str]) -> None:
+    def __init__(self, inventory: Any, plan: dict[str, Any], nodes: list[str],
+                 gateways: dict[str, tuple[GatewayTarget, int]]) -> None:
         self.inventory, self.plan, self.nodes, self.gateways = inventory, plan, nodes, gateways
         self.previous: dict[str, EngineLoad] = {}
+
+    def certificates(self) -> dict[str, tuple[str, str | None]]:
+        # read from the controller with a verified handshake, as a client sees the gateway (enclave.gateway.cert)
+        now = datetime.now(UTC)
+        return {host: cert.status_of(target, warn, now) for host, (target, warn) in self.gateways.items()}
 
     def read(self, *, samples: int, cancel: threading.Event | None = None) -> ClusterStatus | None:
         found = read_answers(self.inventory, samples=samples, gap=SAMPLE_GAP_S, cancel=cancel)
         if found.cancelled:
             return None
-        cluster = cluster_status(self.plan, self.nodes, self.gateways, found.answers, found.errors, self.previous)
+        cluster = cluster_status(self.plan, self.nodes, list(self.gateways), found.answers, found.errors,
+                                 self.previous, self.certificates())
         self.previous = {n.host: n.last_load for n in cluster.nodes if n.last_load is not None}
         return cluster
 
@@ -181,7 +196,7 @@ def status(
     vault_password_file: VaultFileOpt = None,
     ask_vault_pass: AskVaultOpt = False,
 ) -> None:
-    """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation.
+    """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation and certificate.
 
     Exit 0 when every replica serves, 1 when something does not (a drained replica counts), 2 bad usage.
     """
@@ -193,7 +208,9 @@ def status(
     if plan is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
                          "names the model, its revision and which nodes run it")
-    reader = _Reader(path, plan, inv.hosts("enclave_nodes"), inv.hosts("enclave_gateway"))
+    gateways = {host: (target_of(inv, path, host), cert.warn_days(inv.hostvars.get(host)))
+                for host in inv.hosts("enclave_gateway")}
+    reader = _Reader(path, plan, inv.hosts("enclave_nodes"), gateways)
     if watch:
         _watch(reader, interval, as_json)
         raise typer.Exit(0)

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import EnclaveError, UsageError
+from enclave.inventory_layout import ca_cert
+from enclave.plan.inventory import Inventory
+from enclave.roles import role_data
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -23,6 +26,25 @@ class GatewayTarget:
     address: str
     port: int
     ca: Path | None  # None: the system's trust store (an operator's own certificate)
+
+
+def gateway_target(inv: Inventory, inventory: Path) -> tuple[str, GatewayTarget]:
+    """(host, target): the inventory's first gateway as a client reaches it."""
+    gateways = inv.hosts("enclave_gateway")
+    if not gateways:
+        raise UsageError(f"{inventory}: no host in enclave_gateway")
+    return gateways[0], target_of(inv, inventory, gateways[0])
+
+
+def target_of(inv: Inventory, inventory: Path, host: str) -> GatewayTarget:
+    """The gateway `host` as a client reaches it, with the CA that signs its certificate (None for an operator's
+    own certificate: the system's trust store judges it)."""
+    hostvars: dict[str, Any] = inv.hostvars.get(host) or {}
+    own_cert = bool(hostvars.get("gateway_tls_cert_file"))
+    ca_dir = hostvars.get("gateway_ca_dir")
+    ca = Path(ca_dir) / "ca.crt" if isinstance(ca_dir, str) and "{{" not in ca_dir else ca_cert(inventory)
+    port = int(hostvars.get("gateway_https_port", role_data("gateway")["gateway_https_port"]))
+    return GatewayTarget(str(hostvars.get("ansible_host") or host), port, None if own_cert else ca)
 
 
 def chat_body(model: str, message: str, max_tokens: int) -> dict[str, Any]:

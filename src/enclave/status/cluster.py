@@ -44,6 +44,10 @@ class GatewayStatus:
     nginx: str
     drained: list[str]
     problems: list[str] = field(default_factory=list)
+    # The TLS certificate clients are served (gateway.cert.describe), and what needs doing before it expires:
+    # warnings, not problems, since the gateway still serves.
+    certificate: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -153,10 +157,22 @@ def gateway_status(host: str, answer: dict[str, Any] | None, error: str | None) 
     return gateway
 
 
+def with_certificate(gateway: GatewayStatus, certificate: tuple[str, str | None] | None) -> GatewayStatus:
+    """The gateway's row with its certificate's (description, warning or None), when it was read."""
+    if certificate is not None:
+        gateway.certificate, warning = certificate
+        if warning:
+            gateway.warnings.append(warning)
+    return gateway
+
+
 def cluster_status(plan: dict[str, Any], nodes: list[str], gateways: list[str], answers: dict[str, dict[str, Any]],
-                   errors: dict[str, str], previous: dict[str, EngineLoad] | None = None) -> ClusterStatus:
-    """`answers[host]` holds a node's probe JSON under "node" and a gateway's report under "gateway"."""
-    gateway_rows = [gateway_status(h, answers.get(h, {}).get("gateway"), errors.get(h)) for h in gateways]
+                   errors: dict[str, str], previous: dict[str, EngineLoad] | None = None,
+                   certificates: dict[str, tuple[str, str | None]] | None = None) -> ClusterStatus:
+    """`answers[host]` holds a node's probe JSON under "node" and a gateway's report under "gateway";
+    `certificates[host]` the gateway's served certificate as (description, warning or None)."""
+    gateway_rows = [with_certificate(gateway_status(h, answers.get(h, {}).get("gateway"), errors.get(h)),
+                                     (certificates or {}).get(h)) for h in gateways]
     drained = {h for g in gateway_rows for h in g.drained}
     # a worker follows its head in and out of rotation; only heads are named in the gateway's file
     node_rows = [node_status(h, answers.get(h, {}).get("node"), errors.get(h), plan, drained,

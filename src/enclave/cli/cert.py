@@ -1,0 +1,73 @@
+"""`enclave cert renew`: a new certificate on the gateway now, with a graceful nginx reload.
+
+A kit-made certificate is reissued from the kit's CA on the controller (deploy also reissues one with less than
+30 days left); with the operator's own certificate (gateway_tls_cert_file), the files as they are now are installed,
+so renewing is: replace the files, run this. Either way the verb reads the certificate the gateway serves before
+and after, as a client would, and fails when it still expires within `enclave_cert_warn_days`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from enclave.audit import audited
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    VerboseOpt,
+    console,
+    err,
+    reports_errors,
+    resolve_inventory,
+    use_vault,
+)
+from enclave.cli.progress import run_with_progress
+from enclave.gateway import cert
+from enclave.gateway.client import gateway_target
+from enclave.runner import PlaybookRequest
+from enclave.runner.inventory import validate
+
+app = typer.Typer(help="The gateway's TLS certificate.", no_args_is_help=True)
+
+
+def renew_request(inventory: Path, *, verbosity: int = 0, vault_password_file: Path | None = None) -> PlaybookRequest:
+    """The run that reissues (kit CA) or reinstalls (operator's files) the certificate and reloads nginx."""
+    return PlaybookRequest(playbook="cert-renew.yml", inventory=inventory, extra_vars={"gateway_cert_renew": True},
+                           verbosity=verbosity, vault_password_file=vault_password_file)
+
+
+@app.command("renew")
+@reports_errors
+@audited("cert renew")
+def renew(inventory: InventoryOpt = None, verbose: VerboseOpt = 0, vault_password_file: VaultFileOpt = None,
+          ask_vault_pass: AskVaultOpt = False) -> None:
+    """Reissue the gateway's certificate (or install the operator's replaced files) and reload nginx gracefully."""
+    path = resolve_inventory(inventory)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    inv = validate(path, vault_password_file=vault)
+    host, target = gateway_target(inv, path)
+    warn = cert.warn_days(inv.hostvars.get(host))
+    try:
+        before: cert.ServedCert | None = cert.served(target)
+    except cert.CertError as exc:  # an expired or missing certificate is what renewing is for
+        before = None
+        console.print(f"gateway {host}: before: {exc}")
+    result = run_with_progress(renew_request(path, verbosity=verbose, vault_password_file=vault), console,
+                               title=f"cert renew on {host}")
+    if result.exit_code != 0:
+        raise typer.Exit(result.exit_code)
+    after = cert.served(target)
+    now = datetime.now(UTC)
+    moved = f"serial {before.serial} -> {after.serial}" if before else f"serial {after.serial}"
+    if before is not None and before.serial == after.serial:
+        moved = f"serial {after.serial}, unchanged (the operator's files are the ones already served)"
+    console.print(f"gateway {host}: certificate {cert.describe(after, now)}, {moved}")
+    problem = cert.problem(after, now, warn)
+    if problem:
+        err(f"gateway {host}: {problem.removesuffix(': `enclave cert renew`')}: replace the certificate files "
+            "named by gateway_tls_cert_file/gateway_tls_key_file, then run this again")
+        raise typer.Exit(1)
