@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from enclave.gateway.sandbox import read_gateway_keys
 from enclave.inventory_layout import ca_cert
 from enclave.pids import signal_pids
 from enclave.sandbox import network, system
+from enclave.sandbox.client_keys import read_gateway_keys
 from enclave.sandbox.spec import SandboxSpec
 from tests.integration.conftest import REPO, ssh
 

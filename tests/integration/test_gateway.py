@@ -246,7 +246,7 @@ def openai_client(gateway: Gateway, client: str) -> Any:
 
 
 def test_a_client_over_its_rate_gets_429_while_another_keeps_succeeding(gateway: Gateway, model: str) -> None:
-    """The sandbox's inventory gives sandbox-limited 1 r/s with a burst of 2 (enclave.gateway.sandbox.LIMITS)."""
+    """The sandbox's inventory gives sandbox-limited 1 r/s with a burst of 2 (enclave.sandbox.client_keys.LIMITS)."""
     import openai
 
     limited, other = openai_client(gateway, "sandbox-limited"), openai_client(gateway, "sandbox-tests")

@@ -61,8 +61,8 @@ def test_the_sandbox_inventory_limits_one_client_and_passes_the_checks(tmp_path:
     """The sandbox's generated gateway.yml has a low-rate client (the integration test floods it) that the
     controller's checks accept, and keeps earlier keys across `sandbox up`s."""
     from enclave import paths
-    from enclave.gateway import sandbox
     from enclave.plan import limits
+    from enclave.sandbox import client_keys as sandbox
 
     first = yaml.safe_load(sandbox.write_gateway_vars(tmp_path).read_text())
     path = sandbox.write_gateway_vars(tmp_path)

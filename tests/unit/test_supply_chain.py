@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from enclave.engine import sandbox as engine_sandbox
+from enclave.sandbox import engine_settings as engine_sandbox
 from enclave.sandbox import hub
 from tests.unit.role_render import ROLES, run_play
 from tests.unit.test_cli_plan import SECRETS

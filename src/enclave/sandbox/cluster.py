@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from enclave import paths
-from enclave.engine import sandbox as engine_sandbox
 from enclave.errors import SandboxError, UsageError
-from enclave.gateway import sandbox as gateway_sandbox
 from enclave.locks import file_lock
 from enclave.pids import signal_pids
+from enclave.sandbox import client_keys as gateway_sandbox
+from enclave.sandbox import engine_settings as engine_sandbox
 from enclave.sandbox import hub, inventory, network, services, system
 from enclave.sandbox.image import BaseImage, host_debian_mirror
 from enclave.sandbox.node import Node
