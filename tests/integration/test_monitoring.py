@@ -1,8 +1,10 @@
 """Monitoring on the session's sandbox: Prometheus on the gateway scrapes every target; a replica drained at the
 gateway shows in the kit's signals; a stopped engine (drained first, so clients are not hurt) fires EngineDown at a
 webhook this test runs on the controller's bridge address within 2 minutes, and the alert resolves after the engine
-is back; a node trying to reach the outside host fires EgressToPublicAddress. The sandbox's inventory sets a fast
-pace (5 s scrape and evaluation, 15 s for engine-down, 10 s signals) so the module stays within a few minutes.
+is back; a node trying to reach the outside host fires EgressToPublicAddress; a capture on the sandbox's bridge
+during all of it sees no packet to or from an address outside the sandbox's private network. The sandbox's
+inventory sets a fast pace (5 s scrape and evaluation, 15 s for engine-down, 10 s signals) so the module stays
+within a few minutes.
 Everything it breaks it restores (undrain, start); when it cannot, it marks the sandbox dirty."""
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from enclave.sandbox import Sandbox
+from tests.integration.capture import BridgeCapture
 from tests.integration.conftest import SANDBOX, STATE, enclave, mark_dirty, ssh
 from tests.integration.nethelpers import host_address, outside_host, tcp_reaches, wait_until
 
@@ -47,7 +50,17 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(deployed: object, inventory: Path) -> str:
+def capture(deployed: object) -> Iterator[BridgeCapture]:
+    """Every packet on the sandbox's bridge while this module runs (the issue's capture: none may leave)."""
+    spec = Sandbox(SANDBOX, state_root=STATE).recorded_spec()
+    assert spec is not None
+    watching = BridgeCapture(spec.bridge, spec.network)
+    yield watching
+    watching.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(deployed: object, inventory: Path, capture: BridgeCapture) -> str:
     return prometheus_url(inventory)
 
 
@@ -157,3 +170,14 @@ def test_an_egress_attempt_fires_the_egress_alert(prometheus: str, inventory: Pa
         assert not tcp_reaches(inventory, "node1", outside.address, outside.port, wait_s=3), "the firewall let it out"
     assert wait_until(lambda: webhook.alerts("EgressToPublicAddress", "firing", "node1"), ALERT_WAIT_S, step=2), (
         f"no EgressToPublicAddress for node1 at the webhook; received: {webhook.received}")
+
+
+def test_no_packet_left_the_private_network_during_these_tests(capture: BridgeCapture, inventory: Path) -> None:
+    # Runs last in the module: the scrapes, alerts, webhook calls and the refused egress attempt above all happened
+    # while the capture ran. It must have seen the monitoring traffic itself, else an empty capture proves nothing.
+    gateway, node1 = host_address(inventory, "gateway"), host_address(inventory, "node1")
+    print(f"bridge capture: {capture.frames} frames, {sum(capture.inside.values())} IP packets inside "
+          f"{capture.network}, {sum(capture.outside.values())} to or from elsewhere")
+    assert capture.inside[(gateway, node1)] > 0, "the capture saw no scrape from the gateway to node1"
+    assert not capture.outside, f"packets to or from outside {capture.network}: {capture.outside.most_common(10)}"
+
