@@ -25,6 +25,8 @@ from enclave.runner import PlaybookRequest, RunProgress, RunResult
 from enclave.runner import collect as runner_collect
 from enclave.runner.inventory import validate
 from enclave.status import collect
+from enclave.status.history import History, Trend
+from tests.unit.local_prometheus import free_port, running_engines, running_prometheus, wait_for
 
 runner = CliRunner()
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -151,6 +153,8 @@ def test_watch_without_a_terminal_prints_lines_each_round_and_ctrl_c_exits_0(
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--watch", "--interval", "0.5"], "--interval 0.5: must be at least 1 s"),
+    (["--history-minutes", "0"], "--history-minutes 0: must be 1 to 1440"),
+    (["--history-minutes", "1441"], "--history-minutes 1441: must be 1 to 1440"),
 ])
 def test_bad_usage_exits_2(inventory: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["status", "-i", str(inventory), *args], env={"COLUMNS": "250"})
@@ -171,3 +175,84 @@ def test_the_status_playbook_only_reads() -> None:
         assert "changed_when: false" in tasks or "ansible.builtin.debug" in tasks
         for writer in ("ansible.builtin.template", "ansible.builtin.copy", "ansible.builtin.file", "state:"):
             assert writer not in tasks, (role, writer)
+
+
+def monitored_by(inventory: Path, port: int) -> None:
+    """The plan names gw01 as the monitoring host, and the inventory puts gw01 on loopback with Prometheus on
+    `port` (the private network widened to loopback for it), so status reaches a Prometheus this test runs."""
+    planfile.write(inventory, {**PLAN, "monitoring": {"host": "gw01"}})
+    (inventory / "host_vars").mkdir(exist_ok=True)
+    (inventory / "host_vars" / "gw01.yml").write_text(
+        f"ansible_host: 127.0.0.1\nenclave_private_network: 127.0.0.0/8\nmonitoring_prometheus_port: {port}\n")
+
+
+def test_history_from_prometheus_shows_per_replica_in_the_table_and_the_json(
+        inventory: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(runner_collect, "run_playbook", FakeRuns([healthy_round(), healthy_round()]))
+    with running_engines("gpu01", "gpu02") as engines, running_prometheus(engines, tmp_path) as base:
+        monitored_by(inventory, int(base.rsplit(":", 1)[1]))
+
+        def rated() -> bool:
+            out = runner.invoke(app, ["status", "-i", str(inventory), "--json"]).output
+            replicas = (json.loads(out).get("history") or {}).get("replicas") or {}
+            return len(replicas) == 2 and all(r["tokens_per_s"]["now"] for r in replicas.values())
+
+        assert wait_for(rated, 60), "Prometheus never had a rate for both replicas"
+        result = runner.invoke(app, ["status", "-i", str(inventory), "--json"])
+        table = runner.invoke(app, ["status", "-i", str(inventory)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["history_unavailable"] is None
+    history = data["history"]
+    assert history["source"] == base and history["minutes"] == 10 and history["step_s"] == 30
+    gpu01, gpu02 = history["replicas"]["gpu01"], history["replicas"]["gpu02"]
+    assert (gpu01["replica"], gpu02["replica"]) == ("replica-1", "replica-2")
+    assert gpu01["requests"]["now"] == 5.0 and gpu02["requests"]["now"] == 1.0
+    # rate() over status's 60 s window divides by the whole window while Prometheus holds only seconds of data,
+    # so here it is below the engine's 100 tokens/s (test_status_history checks the value with a short window)
+    assert 0 < gpu02["tokens_per_s"]["now"] < gpu01["tokens_per_s"]["now"] <= 130
+    assert gpu01["requests"]["samples"][-1] == [history["end"], 5.0]
+    assert table.exit_code == 0, table.output
+    assert f"history: last 10 min from Prometheus at {base}, one point per 30 s" in table.output
+    assert "tokens/s, last 10 min" in table.output and "requests, last 10 min" in table.output
+    assert "█ now 5 avg 5 max 5" in table.output and "█ now 1 avg 1 max 1" in table.output
+    assert "3 running, 1 waiting" in table.output  # the direct read is still there
+
+
+def test_with_prometheus_unreachable_status_shows_the_direct_read_and_why(
+        inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_collect, "run_playbook", FakeRuns([healthy_round(), healthy_round()]))
+    port = free_port()  # closed: nothing listens there
+    monitored_by(inventory, port)
+    result = runner.invoke(app, ["status", "-i", str(inventory)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert f"history: none: Prometheus unreachable at http://127.0.0.1:{port}: " in result.output
+    assert "Connection refused" in result.output and "last 10 min" not in result.output
+    assert "3 running, 1 waiting" in result.output and "serving: 2 of 2 replicas" in result.output
+    data = json.loads(runner.invoke(app, ["status", "-i", str(inventory), "--json"]).output)
+    assert data["history"] is None and "Prometheus unreachable" in data["history_unavailable"]
+    assert data["nodes"]["gpu01"]["running"] == 3.0
+
+
+@pytest.mark.parametrize(("args", "monitored", "reason"), [
+    ([], False, "monitoring is not deployed (the plan names no monitoring host)"),
+    (["--no-history"], True, "turned off (--no-history)"),
+])
+def test_without_history_the_reason_is_one_line(inventory: Path, monkeypatch: pytest.MonkeyPatch,
+                                                args: list[str], monitored: bool, reason: str) -> None:
+    monkeypatch.setattr(runner_collect, "run_playbook", FakeRuns([healthy_round()]))
+    if monitored:
+        monitored_by(inventory, free_port())
+    result = runner.invoke(app, ["status", "-i", str(inventory), *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert f"history: none: {reason}" in result.output
+
+
+def test_the_sparkline_scales_to_the_maximum_and_leaves_gaps_blank() -> None:
+    history = History("http://10.40.0.10:9090", 2, 30, 1000.0, 1120.0)
+    trend = Trend([(1000.0, 0.0), (1030.0, 5.0), (1060.0, 10.0), (1120.0, 2.5)], 2.5)
+    assert status_cli.sparkline(trend, history) == "▁▅█ ▃"
+    assert status_cli.trend_cell(trend, history, "{:.1f}") == "▁▅█ ▃ now 2.5 avg 4.4 max 10.0"
+    assert status_cli.trend_cell(Trend([], None), history, "{:.1f}") == "no data"
+    idle = Trend([(1000.0, 0.0), (1030.0, 0.0)], None)
+    assert status_cli.trend_cell(idle, history, "{:.0f}") == "▁▁    now ? avg 0 max 0"

@@ -33,11 +33,13 @@ from enclave.runner.inventory import validate
 from enclave.status.cluster import ClusterStatus, NodeStatus, cluster_status
 from enclave.status.collect import read_answers
 from enclave.status.gpus import GpuReading
+from enclave.status.history import DEFAULT_MINUTES, MAX_MINUTES, History, Trend, history_or_reason
 from enclave.status.metrics import EngineLoad
 
 # Without --watch, tokens/s comes from two /metrics samples this far apart, taken on each head in the same pass.
 SAMPLE_GAP_S = 2.0
 MIN_INTERVAL_S = 1.0
+SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def _num(value: float | None, fmt: str = "{:.0f}") -> str:
@@ -72,10 +74,54 @@ def _tokens(node: NodeStatus) -> str:
     return "-" if node.role != "head" else _num(node.tokens_per_s, "{:.1f}")
 
 
+def sparkline(trend: Trend, history: History) -> str:
+    """One character per grid point, scaled from 0 to the series' maximum; a blank where Prometheus had no value."""
+    values = dict(trend.samples)
+    top = max(values.values(), default=0.0)
+    points = int((history.end - history.start) // history.step_s) + 1
+    chars = []
+    for i in range(points):
+        value = values.get(history.start + i * history.step_s)
+        if value is None:
+            chars.append(" ")
+        else:
+            chars.append(SPARKS[0] if top <= 0 else SPARKS[min(len(SPARKS) - 1, int(value / top * len(SPARKS)))])
+    return "".join(chars)
+
+
+def trend_cell(trend: Trend, history: History, fmt: str) -> str:
+    summary = trend.summary()
+    if summary is None:
+        return "no data"
+    _, mean, top = summary
+    return f"{sparkline(trend, history)} now {_num(trend.now, fmt)} avg {fmt.format(mean)} max {fmt.format(top)}"
+
+
+def _history_cells(node: NodeStatus, history: History) -> tuple[str, str]:
+    if node.role != "head":
+        return "-", "-"
+    found = history.replicas.get(node.host)
+    if found is None:
+        return "no data", "no data"
+    return trend_cell(found.tokens_per_s, history, "{:.1f}"), trend_cell(found.requests, history, "{:.0f}")
+
+
+def history_line(cluster: ClusterStatus) -> str:
+    history = cluster.history
+    if history is None:
+        return f"history: none: {cluster.history_unavailable}"
+    return (f"history: last {history.minutes} min from Prometheus at {history.source}, one point per "
+            f"{history.step_s} s")
+
+
 def status_table(cluster: ClusterStatus) -> Table:
     table = Table(show_edge=False, title=f"{cluster.repo}@{cluster.revision[:12]} (served as "
                                          f"{cluster.served_model_name})", title_justify="left")
-    for column in ("node", "replica", "engine", "revision", "health", "GPUs", "requests", "tokens/s", "rotation"):
+    history = cluster.history
+    columns = ["node", "replica", "engine", "revision", "health", "GPUs", "requests", "tokens/s", "rotation"]
+    if history is not None:
+        columns += [f"tokens/s, last {history.minutes} min", f"requests, last {history.minutes} min"]
+    for column in columns:
         table.add_column(column, overflow="fold")
     for node in cluster.nodes:
         ok_engine = node.engine == "active" or node.replica is None
@@ -86,12 +132,13 @@ def status_table(cluster: ClusterStatus) -> Table:
             Text(node.engine, "green" if node.engine == "active" else "" if ok_engine else "bold red"), revision,
             Text(node.health or "-", "green" if node.health == "ok" else "bold red" if node.health else ""),
             gpu_cell(node), _requests(node), _tokens(node),
-            Text(node.rotation or "-", "yellow" if node.rotation == "drained" else ""))
+            Text(node.rotation or "-", "yellow" if node.rotation == "drained" else ""),
+            *(_history_cells(node, history) if history is not None else ()))
     return table
 
 
 def summary_lines(cluster: ClusterStatus) -> list[str]:
-    lines = []
+    lines = [history_line(cluster)]
     for gateway in cluster.gateways:
         drained = ", ".join(gateway.drained) or "none"
         certificate = f", certificate {gateway.certificate}" if gateway.certificate else ""
@@ -112,9 +159,13 @@ def plain_lines(cluster: ClusterStatus) -> list[str]:
     """The screen as one line per node, for logs and pipes (--watch without a terminal)."""
     lines = []
     for n in cluster.nodes:
+        history = ""
+        if cluster.history is not None:
+            tokens, requests = _history_cells(n, cluster.history)
+            history = f" history_tokens/s={tokens!r} history_requests={requests!r}"
         lines.append(f"{n.host}: replica={n.replica or 'none'} role={n.role} engine={n.engine} "
                      f"revision={(n.revision or 'none')[:12]} health={n.health or '-'} gpus={gpu_cell(n)!r} "
-                     f"requests={_requests(n)!r} tokens/s={_tokens(n)} rotation={n.rotation or '-'}")
+                     f"requests={_requests(n)!r} tokens/s={_tokens(n)} rotation={n.rotation or '-'}{history}")
     return lines + summary_lines(cluster)
 
 
@@ -130,8 +181,10 @@ class _Reader:
     """Reads the cluster round after round, keeping each head's last /metrics sample for the next tokens/s."""
 
     def __init__(self, inventory: Any, plan: dict[str, Any], nodes: list[str],
-                 gateways: dict[str, tuple[GatewayTarget, int]]) -> None:
+                 gateways: dict[str, tuple[GatewayTarget, int]], hostvars: dict[str, dict[str, Any]],
+                 history_minutes: int | None) -> None:
         self.inventory, self.plan, self.nodes, self.gateways = inventory, plan, nodes, gateways
+        self.hostvars, self.history_minutes = hostvars, history_minutes
         self.previous: dict[str, EngineLoad] = {}
 
     def certificates(self) -> dict[str, tuple[str, str | None]]:
@@ -146,6 +199,11 @@ class _Reader:
         cluster = cluster_status(self.plan, self.nodes, list(self.gateways), found.answers, found.errors,
                                  self.previous, self.certificates())
         self.previous = {n.host: n.last_load for n in cluster.nodes if n.last_load is not None}
+        if self.history_minutes is None:
+            cluster.history_unavailable = "turned off (--no-history)"
+        else:
+            cluster.history, cluster.history_unavailable = history_or_reason(
+                self.plan, self.hostvars, minutes=self.history_minutes, end=time.time())
         return cluster
 
 
@@ -193,15 +251,23 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Redraw until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between rounds with --watch (at least 1).")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON (one object per round).")] = False,
+    history: Annotated[bool, typer.Option(
+        "--history/--no-history", help="Each replica's tokens/s and requests over the last minutes, from the "
+        "monitoring host's Prometheus (when it answers).")] = True,
+    history_minutes: Annotated[int, typer.Option(
+        help=f"How many minutes of history (1 to {MAX_MINUTES}).")] = DEFAULT_MINUTES,
     vault_password_file: VaultFileOpt = None,
     ask_vault_pass: AskVaultOpt = False,
 ) -> None:
-    """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation and certificate.
+    """Per node: engine, weights revision, health, GPUs, requests and tokens/s; the gateway's rotation and certificate;
+    each replica's recent load from Prometheus when monitoring answers.
 
     Exit 0 when every replica serves, 1 when something does not (a drained replica counts), 2 bad usage.
     """
     if interval < MIN_INTERVAL_S:
         raise UsageError(f"--interval {interval:g}: must be at least {MIN_INTERVAL_S:g} s")
+    if not 1 <= history_minutes <= MAX_MINUTES:
+        raise UsageError(f"--history-minutes {history_minutes}: must be 1 to {MAX_MINUTES}")
     path = resolve_inventory(inventory)
     inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     plan = planfile.read(path)
@@ -210,11 +276,12 @@ def status(
                          "names the model, its revision and which nodes run it")
     gateways = {host: (target_of(inv, path, host), cert.warn_days(inv.hostvars.get(host)))
                 for host in inv.hosts("enclave_gateway")}
-    reader = _Reader(path, plan, inv.hosts("enclave_nodes"), gateways)
+    reader = _Reader(path, plan, inv.hosts("enclave_nodes"), gateways, inv.hostvars,
+                     history_minutes if history else None)
     if watch:
         _watch(reader, interval, as_json)
         raise typer.Exit(0)
-    with err.status("reading the cluster (engines, weights, GPUs, gateway)"):
+    with err.status("reading the cluster (engines, weights, GPUs, gateway, Prometheus)"):
         cluster = reader.read(samples=2)
     if cluster is None:  # the run was cancelled (Ctrl-C reached ansible-playbook)
         raise typer.Exit(130)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from enclave.status.gpus import GpuCsvError, GpuReading, parse_gpu_csv
+from enclave.status.history import History
 from enclave.status.metrics import EngineLoad, engine_load, tokens_per_second
 
 
@@ -57,6 +58,9 @@ class ClusterStatus:
     served_model_name: str
     nodes: list[NodeStatus]
     gateways: list[GatewayStatus]
+    # Each replica's recent load from Prometheus (enclave.status.history), or why there is none.
+    history: History | None = None
+    history_unavailable: str = ""
 
     @property
     def serving(self) -> bool:
@@ -67,7 +71,9 @@ class ClusterStatus:
         return {"serving": self.serving,
                 "model": {"repo": self.repo, "revision": self.revision, "served_model_name": self.served_model_name},
                 "nodes": {n.host: n.as_dict() for n in self.nodes},
-                "gateways": {g.host: asdict(g) for g in self.gateways}}
+                "gateways": {g.host: asdict(g) for g in self.gateways},
+                "history": self.history.as_dict() if self.history else None,
+                "history_unavailable": None if self.history else self.history_unavailable or "not read"}
 
 
 def _replicas(plan: dict[str, Any]) -> dict[str, tuple[str, str]]:
