@@ -1,10 +1,10 @@
 """Monitoring on the session's sandbox: Prometheus on the gateway scrapes every target; a replica drained at the
 gateway shows in the kit's signals; a stopped engine (drained first, so clients are not hurt) fires EngineDown at a
 webhook this test runs on the controller's bridge address within 2 minutes, and the alert resolves after the engine
-is back; a node trying to reach the outside host fires EgressToPublicAddress; a capture on the sandbox's bridge
-during all of it sees no packet to or from an address outside the sandbox's private network. The sandbox's
-inventory sets a fast pace (5 s scrape and evaluation, 15 s for engine-down, 10 s signals) so the module stays
-within a few minutes.
+is back; a node trying to reach the outside host fires EgressToPublicAddress; `enclave status` shows both replicas'
+history from Prometheus; a capture on the sandbox's bridge during all of it sees no packet to or from an address
+outside the sandbox's private network. The sandbox's inventory sets a fast pace (5 s scrape and evaluation, 15 s for
+engine-down, 10 s signals) so the module stays within a few minutes.
 Everything it breaks it restores (undrain, start); when it cannot, it marks the sandbox dirty."""
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave.plan import planfile
+from enclave.runner.inventory import ansible_inventory
 from enclave.sandbox import Sandbox
+from enclave.status import history
 from tests.integration.capture import BridgeCapture
 from tests.integration.conftest import SANDBOX, STATE, enclave, mark_dirty, ssh
 from tests.integration.nethelpers import host_address, outside_host, tcp_reaches, wait_until
@@ -32,9 +35,11 @@ ENGINE_START_S = 900  # the CPU engine on a loaded 2-core machine (as test_gatew
 
 
 def prometheus_url(inventory: Path) -> str:
-    # Prometheus listens on the monitoring host's private address; the firewall admits the controller (the admin).
-    plan = yaml.safe_load((inventory.parent / "group_vars" / "all" / "enclave_plan.yml").read_text())["enclave_plan"]
-    return f"http://{host_address(inventory, plan['monitoring']['host'])}:9090"
+    # Where `enclave status` reads its history: the monitoring host's private address (the firewall admits the
+    # controller, the admin) and the monitoring role's port.
+    plan = planfile.read(inventory)
+    assert plan is not None, f"no plan for {inventory}"
+    return history.prometheus_url(plan, ansible_inventory(inventory).hostvars)
 
 
 def api(base: str, path: str, **params: str) -> Any:
@@ -172,6 +177,29 @@ def test_an_egress_attempt_fires_the_egress_alert(prometheus: str, inventory: Pa
         f"no EgressToPublicAddress for node1 at the webhook; received: {webhook.received}")
 
 
+def test_status_shows_both_replicas_history_from_prometheus(prometheus: str, inventory: Path) -> None:
+    # The module's tests have had Prometheus scrape both engines for minutes (node2's stop leaves a gap in its
+    # series, not an empty one); a status read is one playbook run, so a few tries at most.
+    found: dict[str, Any] = {}
+
+    def read() -> bool:
+        proc = enclave("status", "--json", "--history-minutes", "5", "-i", str(inventory), timeout=180)
+        found.clear()
+        try:
+            found.update(json.loads(proc.stdout))
+        except ValueError:
+            found["not JSON"] = f"exit {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-1000:]}"
+            return False
+        replicas = (found.get("history") or {}).get("replicas") or {}
+        return sorted(replicas) == ["node1", "node2"] and all(
+            r["tokens_per_s"]["samples"] and r["requests"]["samples"] for r in replicas.values())
+
+    assert wait_until(read, 120, step=10), f"no history of both replicas in enclave status: {found}"
+    assert found["history_unavailable"] is None and found["history"]["source"] == prometheus
+    replicas = found["history"]["replicas"]
+    assert (replicas["node1"]["replica"], replicas["node2"]["replica"]) == ("replica-1", "replica-2")
+    assert replicas["node1"]["requests"]["now"] is not None and replicas["node1"]["tokens_per_s"]["now"] is not None
+
 def test_no_packet_left_the_private_network_during_these_tests(capture: BridgeCapture, inventory: Path) -> None:
     # Runs last in the module: the scrapes, alerts, webhook calls and the refused egress attempt above all happened
     # while the capture ran. It must have seen the monitoring traffic itself, else an empty capture proves nothing.
@@ -180,4 +208,3 @@ def test_no_packet_left_the_private_network_during_these_tests(capture: BridgeCa
           f"{capture.network}, {sum(capture.outside.values())} to or from elsewhere")
     assert capture.inside[(gateway, node1)] > 0, "the capture saw no scrape from the gateway to node1"
     assert not capture.outside, f"packets to or from outside {capture.network}: {capture.outside.most_common(10)}"
-
