@@ -6,6 +6,7 @@ port, a server that never answers, something that is not Prometheus)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -82,6 +83,26 @@ def test_a_server_that_never_answers_times_out_within_the_bound() -> None:
         with pytest.raises(HistoryUnavailable, match=rf"^Prometheus unreachable at {base}: .*timed out"):
             read_history(base, minutes=10, end=time.time(), timeout=0.5)
         assert time.monotonic() - started < 5
+
+
+def test_a_server_that_does_not_speak_http_is_a_failed_query() -> None:
+    with socket.socket() as other:  # answers every connection with an SSH banner, as sshd would
+        other.bind(("127.0.0.1", 0))
+        other.listen(4)
+
+        def banner() -> None:
+            for _ in range(2):
+                try:
+                    conn, _ = other.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+
+        threading.Thread(target=banner, daemon=True).start()
+        base = f"http://127.0.0.1:{other.getsockname()[1]}"
+        with pytest.raises(HistoryUnavailable, match=rf"^Prometheus at {base}: query failed: not an HTTP answer"):
+            read_history(base, minutes=10, end=time.time(), timeout=2)
 
 
 def test_something_else_on_the_port_is_a_failed_query(engines: dict[str, Engine]) -> None:

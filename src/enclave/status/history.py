@@ -11,6 +11,7 @@ HistoryUnavailable, which status shows in place of the history while its direct 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import math
@@ -143,6 +144,11 @@ def _get(base: str, path: str, params: dict[str, str], timeout: float) -> Any:
         raise HistoryUnavailable(f"Prometheus unreachable at {base}: {exc.reason}") from None
     except OSError as exc:  # a timeout while reading the answer, a reset connection
         raise HistoryUnavailable(f"Prometheus unreachable at {base}: {exc or 'timed out'}") from None
+    except http.client.HTTPException as exc:  # something that does not speak HTTP listens there
+        raise HistoryUnavailable(f"Prometheus at {base}: query failed: not an HTTP answer "
+                                 f"({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:  # a URL urllib refuses (an odd ansible_host)
+        raise HistoryUnavailable(f"Prometheus at {base}: bad URL: {exc}") from None
     try:
         answer = json.loads(body)
     except ValueError:
@@ -158,14 +164,17 @@ def _series(data: Any, base: str) -> dict[tuple[str, str], list[tuple[float, flo
     if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
         raise HistoryUnavailable(f"Prometheus at {base}: query failed: the answer is not a matrix")
     found = {}
-    for item in data["result"]:
-        labels = item.get("metric") or {}
-        samples = []
-        for t, v in item.get("values") or []:
-            value = float(v)
-            if not math.isnan(value):
-                samples.append((float(t), value))
-        found[(str(labels.get("host", "?")), str(labels.get("replica", "?")))] = samples
+    try:
+        for item in data["result"]:
+            labels = item.get("metric") or {}
+            samples = []
+            for t, v in item.get("values") or []:
+                value = float(v)
+                if not math.isnan(value):
+                    samples.append((float(t), value))
+            found[(str(labels.get("host", "?")), str(labels.get("replica", "?")))] = samples
+    except (AttributeError, TypeError, ValueError):
+        raise HistoryUnavailable(f"Prometheus at {base}: query failed: a malformed series in the answer") from None
     return found
 
 
