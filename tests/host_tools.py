@@ -29,7 +29,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "dpkg-query": "dpkg",
     # the monitoring role's rendered rules and configuration (tests/unit/test_monitoring_rules.py)
     "promtool": "prometheus",
-    # a real Prometheus on loopback for the status history's reader (tests/unit/local_prometheus.py)
+    # a real Prometheus on loopback: the status history's reader (tests/unit/local_prometheus.py) and the
+    # dashboards' queries (tests/unit/test_monitoring_dashboards.py)
     "prometheus": "prometheus",
     "amtool": "prometheus-alertmanager",
     # integration tests: traffic shaping, process checks, SSH into sandbox hosts

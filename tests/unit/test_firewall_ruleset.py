@@ -185,6 +185,18 @@ def test_exporters_open_to_the_planned_monitoring_host_only(tmp_path: Path) -> N
     assert "tcp dport { 9090, 9093 } ip saddr @admin_v4 accept" in gw and "9090" not in node + stage
 
 
+def test_grafana_opens_on_the_monitoring_host_to_whoever_may_reach_prometheus(tmp_path: Path) -> None:
+    plan = {"port": 8000, "monitoring": {"host": "gw"}}
+    rendered = render(tmp_path, roles=["firewall"], groups=GROUPS, templates={"nft": "firewall/enclave.nft.j2"},
+                      extra={**EXTRA, "enclave_plan": plan, "monitoring_grafana": True})
+    texts = {host: files["nft"] for host, files in rendered.items()}
+    gw = chain(texts["gw"], "input")
+    assert "tcp dport { 9090, 9093, 3000 } ip saddr @admin_v4 accept" in gw
+    assert "tcp dport { 9090, 9093, 3000 } ip6 saddr @admin_v6 accept" in gw
+    assert nft_check(tmp_path, texts["gw"]).returncode == 0
+    assert all("3000" not in texts[h] for h in ("node1", "stage"))
+
+
 def test_without_a_planned_monitoring_host_no_exporter_is_reachable(rulesets: dict[str, str]) -> None:
     for host in ("node1", "gw", "stage"):
         assert re.search(r"set monitoring_v4 \{\n\t\ttype ipv4_addr; flags interval;\n", rulesets[host]), host

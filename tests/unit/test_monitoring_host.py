@@ -71,6 +71,10 @@ def test_good_receivers_and_retention_pass() -> None:
      "host 'gw': monitoring_smtp needs smarthost (host:port), from and to (a list)"),
     ({"monitoring_retention_size_gb": 0}, "host 'gw': monitoring_retention_size_gb must be a positive number of GiB"),
     ({"monitoring_retention_time": "30 days"}, "host 'gw': monitoring_retention_time must be a Prometheus duration"),
+    ({"monitoring_grafana": "yes"}, "host 'gw': monitoring_grafana must be true or false, got 'yes'"),
+    ({"monitoring_grafana": True}, "host 'gw': monitoring_grafana is true but monitoring_grafana_admin_password"),
+    ({"monitoring_grafana": True, "monitoring_grafana_admin_password": ""},
+     "host 'gw': monitoring_grafana is true but monitoring_grafana_admin_password is not set"),
 ])
 def test_a_bad_setting_is_named_with_host_and_key(values: dict[str, object], expected: str) -> None:
     problems = check_settings("gw", values, PATTERNS)
@@ -87,3 +91,23 @@ def test_a_bad_receiver_stops_validation_before_any_host_is_touched(tmp_path: Pa
     assert caught.value.exit_code == 2
     assert caught.value.problems == [
         "host 'gw': monitoring_webhook_urls entry 'hooks.internal/alerts' is not an http(s) URL"]
+
+
+def test_grafana_with_a_password_or_one_only_ansible_can_decrypt_passes() -> None:
+    assert check_settings("gw", {"monitoring_grafana": True, "monitoring_grafana_admin_password": "x" * 20},
+                          PATTERNS) == []
+    # an inline vault value without its password: left to the role's own assert
+    assert check_settings("gw", {"monitoring_grafana": True}, PATTERNS,
+                          unresolved={"monitoring_grafana_admin_password"}) == []
+    assert check_settings("gw", {"monitoring_grafana": False}, PATTERNS) == []
+
+
+def test_grafana_without_its_password_stops_validation_before_any_host_is_touched(tmp_path: Path) -> None:
+    groups = {"enclave_nodes": ["n1", "n2"], "enclave_gateway": ["gw"], "enclave_staging": ["gw"]}
+    path = write_inventory(tmp_path, groups=groups, all_vars={"monitoring_grafana": True})
+    with pytest.raises(InventoryError) as caught:
+        validate(path, reachable=False, required=roles_run(("monitoring",)))
+    assert caught.value.exit_code == 2
+    assert caught.value.problems == [
+        "host 'gw': monitoring_grafana is true but monitoring_grafana_admin_password is not set (keep it in vault: "
+        'docs/runbooks/monitoring.md, "Grafana")']

@@ -9,7 +9,7 @@ deriving it. Pure: groups in (as `enclave.plan.inventory.Inventory.groups` holds
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 MONITORING_GROUP = "enclave_monitoring"
@@ -40,10 +40,12 @@ def monitoring_host(groups: Mapping[str, list[str]]) -> str | None:
     return None
 
 
-def check_settings(host: str, values: dict[str, Any], patterns: Mapping[str, str]) -> list[str]:
-    """The monitoring host's receivers and retention, as the role's validate.yml asserts them (with the role's own
-    patterns, `monitoring_*_pattern` in its vars), checked before any host is touched. `values` holds what the
-    inventory sets; a name it leaves to the role's default is absent."""
+def check_settings(host: str, values: dict[str, Any], patterns: Mapping[str, str],
+                   unresolved: Collection[str] = ()) -> list[str]:
+    """The monitoring host's receivers, retention and Grafana settings, as the role's validate.yml asserts them (with
+    the role's own patterns, `monitoring_*_pattern` in its vars), checked before any host is touched. `values` holds
+    what the inventory sets; a name it leaves to the role's default is absent, and one only Ansible can resolve (a
+    vaulted password) is in `unresolved` instead."""
     problems = []
     urls = values.get("monitoring_webhook_urls", [])
     for url in urls if isinstance(urls, list) else []:
@@ -63,4 +65,11 @@ def check_settings(host: str, values: dict[str, Any], patterns: Mapping[str, str
     if not (isinstance(duration, str) and re.fullmatch(patterns["monitoring_duration_pattern"], duration)):
         problems.append(f"host '{host}': monitoring_retention_time must be a Prometheus duration such as 30d, got "
                         f"{str(duration)[:40]!r}")
+    grafana = values.get("monitoring_grafana", False)
+    if not isinstance(grafana, bool):
+        problems.append(f"host '{host}': monitoring_grafana must be true or false, got {str(grafana)[:40]!r}")
+    elif grafana and "monitoring_grafana_admin_password" not in unresolved and not (
+            isinstance(password := values.get("monitoring_grafana_admin_password", ""), str) and password):
+        problems.append(f"host '{host}': monitoring_grafana is true but monitoring_grafana_admin_password is not set "
+                        "(keep it in vault: docs/runbooks/monitoring.md, \"Grafana\")")
     return problems

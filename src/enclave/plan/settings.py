@@ -106,7 +106,7 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
 
 
 MONITORING_SETTINGS = ("monitoring_webhook_urls", "monitoring_smtp", "monitoring_retention_size_gb",
-                       "monitoring_retention_time")
+                       "monitoring_retention_time", "monitoring_grafana", "monitoring_grafana_admin_password")
 
 
 def _monitoring(host: str, hostvars: dict[str, Any], extra: dict[str, Any], roles_dir: Path) -> list[str]:
@@ -115,7 +115,7 @@ def _monitoring(host: str, hostvars: dict[str, Any], extra: dict[str, Any], role
                 if k.endswith("_pattern")}
     values = {name: _resolved(name, hostvars, extra, None) for name in MONITORING_SETTINGS}
     return monitoring.check_settings(host, {k: v for k, v in values.items() if v is not None and v is not _UNKNOWN},
-                                     patterns)
+                                     patterns, unresolved={k for k, v in values.items() if v is _UNKNOWN})
 
 
 def _lock_pin(host: str, hostvars: dict[str, Any], extra: dict[str, Any], prefix: str, needed_by: str,
