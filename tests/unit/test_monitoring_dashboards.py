@@ -1,8 +1,10 @@
 """The Grafana dashboards the kit ships (templates/monitoring/dashboards/*.json): every panel's PromQL is accepted
-by a real Prometheus (Debian's binary on loopback, asked through /api/v1/query), every metric a query names is one
-the kit really scrapes (the kit's own signals, the DCGM counters it collects, vLLM 0.32.0's names, the node and nginx
-exporters' recorded names), the JSON holds together and refers to the datasource the role provisions, and the
-Grafana files the role writes render. Grafana itself is not in Debian and never ran here."""
+by a real Prometheus (Debian's binary on loopback, asked through /api/v1/query) and, on an hour of backfilled series
+labelled as a deployed site's are, returns series carrying the labels its legend names; every metric a query names
+is one the kit really scrapes (the kit's own signals, the DCGM counters it collects, vLLM 0.32.0's names, the node
+and nginx exporters' recorded names); the JSON holds together and refers to the datasource the role provisions; the
+Grafana files the role writes render and its checks name the setting. Grafana itself is not in Debian and never ran
+here."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave.monitoring import signals
 from tests.host_tools import require_tool
 from tests.unit.role_render import REPO, ROLES, render, run_play
 
@@ -86,9 +89,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def api_query(base: str, expr: str) -> dict[str, Any]:
-    """Prometheus's answer to an instant query: a parse or type error is `status: error` (HTTP 400)."""
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def api_query(base: str, expr: str, at: int | None = None) -> dict[str, Any]:
+    """Prometheus's answer to an instant query (at `at`, else now): a parse or type error is `status: error`."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **({"time": at} if at else {})})
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback, built above)
             return json.loads(response.read())
@@ -96,10 +99,92 @@ def api_query(base: str, expr: str) -> dict[str, Any]:
         return json.loads(exc.read())
 
 
+# -- series as Prometheus stores them on a deployed site (target labels from prometheus.yml.j2 added) -----------
+START = int(time.time()) - 3600  # an hour of samples, 15 s apart, ending a little before the tests run
+STEPS = 200
+AT = START + 15 * (STEPS - 20)  # where the queries are evaluated: inside the data, with a full rate window behind
+ENGINE = {"job": "engine", "instance": "10.40.0.11:8000", "host": "node1", "replica": "replica-1",
+          "model_name": "org/tiny", "engine": "0"}  # vLLM's own labels as in the recorded scrapes
+GPU = {"job": "dcgm", "instance": "10.40.0.11:9400", "host": "node1", "UUID": "GPU-0", "modelName": "H200"}
+NGINX = {"job": "nginx", "instance": "10.40.0.10:9113", "host": "gw"}
+
+
+def node_target(host: str) -> dict[str, str]:
+    return {"job": "node", "instance": f"{host}:9100", "host": host}
+
+
+def kit_signals(tmp: Path) -> list[tuple[str, dict[str, str], float]]:
+    """The kit's own signals, built by signals.py itself (so their labels are the real ones)."""
+    model = tmp / "org--tiny"
+    (model / ("a" * 40)).mkdir(parents=True)
+    (model / ("a" * 40) / signals.STAMPS_NAME).write_text("{}")
+    (model / "current").symlink_to("a" * 40)
+    found = []
+    for host, metrics in (
+            ("node1", [*signals.firewall_metrics({"egress_public": (0, 0), "dropped_egress": (3, 180)}),
+                       *signals.weights_metrics(model, True)]),
+            ("gw", [*signals.drained_metrics(["node2"]), *signals.cert_metrics(float(START + 40 * 86400))])):
+        for metric in metrics:
+            found += [(metric.name, {**labels, **node_target(host)}, value) for labels, value in metric.samples]
+        found.append(("enclave_signals_error", {"source": "nft", **node_target(host)}, 0.0))
+    return found
+
+
+def synthetic_series(tmp: Path) -> str:
+    """OpenMetrics text for promtool's backfill: every series a dashboard reads, with the labels it would carry."""
+    constant: list[tuple[str, dict[str, str], float]] = [
+        ("up", {**node_target("gw")}, 1), ("up", {**node_target("node1")}, 1), ("up", NGINX, 1),
+        ("up", {k: ENGINE[k] for k in ("job", "instance", "host", "replica")}, 1),
+        ("up", {k: GPU[k] for k in ("job", "instance", "host")}, 1),
+        ("vllm:num_requests_running", ENGINE, 3), ("vllm:num_requests_waiting", ENGINE, 1),
+        ("vllm:kv_cache_usage_perc", ENGINE, 0.4),
+        ("nginx_up", NGINX, 1), ("nginx_connections_active", NGINX, 5), ("nginx_connections_reading", NGINX, 1),
+        ("nginx_connections_writing", NGINX, 2), ("nginx_connections_waiting", NGINX, 2),
+        ("node_memory_MemAvailable_bytes", node_target("gw"), 8e9),
+        ("node_memory_MemTotal_bytes", node_target("gw"), 16e9),
+        *kit_signals(tmp)]
+    for gpu in ("0", "1"):
+        labels = {**GPU, "gpu": gpu}
+        constant += [("DCGM_FI_DEV_GPU_UTIL", labels, 90), ("DCGM_FI_DEV_GPU_TEMP", labels, 60),
+                     ("DCGM_FI_DEV_FB_USED", labels, 70000), ("DCGM_FI_DEV_POWER_USAGE", labels, 500),
+                     ("DCGM_FI_DEV_XID_ERRORS", labels, 13 if gpu == "1" else 0)]
+    per_step: list[tuple[str, dict[str, str], float]] = [  # counters: this much more every step
+        ("vllm:generation_tokens_total", ENGINE, 500), ("vllm:prompt_tokens_total", ENGINE, 80),
+        ("vllm:request_success_total", {**ENGINE, "finished_reason": "stop"}, 2),
+        ("vllm:prefix_cache_queries_total", ENGINE, 80), ("vllm:prefix_cache_hits_total", ENGINE, 20),
+        ("vllm:num_preemptions_total", ENGINE, 0.1),
+        ("nginx_http_requests_total", NGINX, 3), ("nginx_connections_accepted", NGINX, 1),
+        ("nginx_connections_handled", NGINX, 1),
+        ("node_cpu_seconds_total", {**node_target("gw"), "cpu": "0", "mode": "idle"}, 10),
+        ("node_network_receive_bytes_total", {**node_target("gw"), "device": "eth0"}, 1e6),
+        ("node_network_transmit_bytes_total", {**node_target("gw"), "device": "eth0"}, 2e6),
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", {**GPU, "gpu": "0"}, 0.01),
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", {**GPU, "gpu": "0"}, 0)]
+    for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds", "inter_token_latency_seconds",
+                 "request_queue_time_seconds"):
+        for le, share in (("0.1", 0.2), ("0.5", 0.6), ("1.0", 0.9), ("5.0", 1.0), ("+Inf", 1.0)):
+            per_step.append((f"vllm:{name}_bucket", {**ENGINE, "le": le}, 2 * share))
+        per_step += [(f"vllm:{name}_count", ENGINE, 2), (f"vllm:{name}_sum", ENGINE, 1.2)]
+    series = [(name, labels, value, False) for name, labels, value in constant]
+    series += [(name, labels, value, True) for name, labels, value in per_step]
+    lines = []
+    # OpenMetrics wants each family's samples together, and each series' in time order
+    for name, labels, value, counter in sorted(series, key=lambda item: (item[0], sorted(item[1].items()))):
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        lines += [f"{name}{{{inner}}} {value * step if counter else value} {START + 15 * step}"
+                  for step in range(STEPS)]
+    return "\n".join(lines) + "\n# EOF\n"
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("prometheus")
     (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    (tmp / "series.om").write_text(synthetic_series(tmp))
+    backfill = subprocess.run([require_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", "-q",
+                               str(tmp / "series.om"), str(tmp / "data")], capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert backfill.returncode == 0, backfill.stderr[-2000:]
     port = free_port()
     log = (tmp / "prometheus.log").open("w")
     proc = subprocess.Popen([require_tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
@@ -139,6 +224,55 @@ def test_the_dashboards_are_there() -> None:
 def test_prometheus_accepts_every_query(prometheus: str, name: str, where: str, expr: str) -> None:
     answer = api_query(prometheus, expr)
     assert answer["status"] == "success", f"{name} {where}: {expr}\n{answer.get('error')}"
+
+
+def variable_values(base: str, dashboard: dict[str, Any]) -> dict[str, str]:
+    """Each variable's first value, found as Grafana finds it (label_values(METRIC, LABEL)) in the series above."""
+    values = {}
+    for variable in dashboard.get("templating", {}).get("list", []):
+        metric, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"]["query"]).groups()
+        answer = api_query(base, f"group by ({label}) ({metric})", at=AT)
+        found = sorted(r["metric"].get(label, "") for r in answer["data"]["result"])
+        assert found and found[0], f"{dashboard['uid']}: ${variable['name']} finds no {label} on {metric}"
+        values[variable["name"]] = found[0]  # host and replica names: nothing a regex would read specially
+    return values
+
+
+def drawn_queries() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                yield path.name, f"{dashboard['uid']}/{panel['id']} {panel['title']!r} {target['refId']}", target
+
+
+DRAWN = list(drawn_queries())
+
+
+@pytest.mark.parametrize(("name", "where", "target"), DRAWN, ids=[d[1] for d in DRAWN])
+def test_every_query_draws_series_with_its_legend_labels(prometheus: str, name: str, where: str,
+                                                         target: dict[str, Any]) -> None:
+    # On series labelled as a deployed site's are, each query returns something, with the variable set the way
+    # Grafana sets it, and every label its legend names: a label missing from the data or lost in an aggregation
+    # would draw an empty panel or a blank legend.
+    dashboard = load(DASHBOARDS_DIR / name)
+    values = variable_values(prometheus, dashboard)
+    expr = _VARIABLE.sub(lambda m: GRAFANA_BUILTINS.get(m.group(1) or m.group(2))
+                         or values[m.group(1) or m.group(2)], target["expr"])
+    answer = api_query(prometheus, expr, at=AT)
+    assert answer["status"] == "success", (where, expr, answer)
+    result = answer["data"]["result"]
+    assert result, f"{where}: {expr} returns nothing"
+    for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
+        assert all(label in series["metric"] for series in result), f"{where}: no {label} in {result}"
+
+
+def test_the_data_check_catches_a_label_the_series_lack(prometheus: str) -> None:
+    # Guards the check above: vLLM's series carry no `gpu` label, so grouping by it leaves the legend blank.
+    answer = api_query(prometheus, "sum by (gpu) (vllm:num_requests_running)", at=AT)
+    assert answer["data"]["result"] and "gpu" not in answer["data"]["result"][0]["metric"]
+    answer = api_query(prometheus, 'vllm:num_requests_running{replica="replica-9"}', at=AT)
+    assert answer["status"] == "success" and answer["data"]["result"] == []
 
 
 @pytest.mark.parametrize("broken", [
