@@ -1,6 +1,6 @@
 """monitoring: on the monitoring host Prometheus scrapes every target (each host's node exporter, nginx's exporter,
-every engine, DCGM), has loaded every shipped alert rule, and Alertmanager is ready; on every host the node exporter
-serves the kit's own signals, fresh."""
+every engine, DCGM), has loaded every shipped alert rule, Alertmanager is ready and, with monitoring_grafana,
+Grafana answers; on every host the node exporter serves the kit's own signals, fresh."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def monitoring(host: Any, hostvars: dict[str, Any]) -> dict[str, Any]:
     settings = host_settings(hostvars, "monitoring")
     base = f"http://{_address(host, hostvars)}"
     return {"prometheus": f"{base}:{settings['monitoring_prometheus_port']}",
-            "alertmanager": f"{base}:{settings['monitoring_alertmanager_port']}"}
+            "alertmanager": f"{base}:{settings['monitoring_alertmanager_port']}",
+            "grafana": f"{base}:{settings['monitoring_grafana_port']}" if settings["monitoring_grafana"] is True
+            else None}
 
 
 def test_every_target_is_up(host: Any, monitoring: dict[str, Any]) -> None:
@@ -68,6 +70,14 @@ def test_every_alert_rule_is_loaded(host: Any, monitoring: dict[str, Any]) -> No
 
 def test_alertmanager_is_ready(host: Any, monitoring: dict[str, Any]) -> None:
     _get(host, f"{monitoring['alertmanager']}/-/ready")
+
+
+def test_grafana_answers_when_provisioned(host: Any, monitoring: dict[str, Any]) -> None:
+    if monitoring["grafana"] is None:
+        pytest.skip("monitoring_grafana is off: the dashboards are imported by hand (docs/runbooks/monitoring.md)")
+    if not host.service("grafana-server").is_running:
+        pytest.fail("grafana-server is not running (enclave deploy --tags monitoring)")
+    _get(host, f"{monitoring['grafana']}/api/health")
 
 
 def test_node_exporter_serves_fresh_signals(host: Any, hostvars: dict[str, Any]) -> None:
