@@ -8,6 +8,7 @@ here."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import socket
@@ -437,6 +438,9 @@ def test_every_dashboard_uses_the_provisioned_datasource(grafana_files: dict[str
 
 def test_grafana_listens_on_the_private_address_and_keeps_the_password_out(grafana_files: dict[str, str]) -> None:
     ini = grafana_files["grafana.ini"]
+    parsed = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
+    parsed.read_string(ini)  # Grafana's settings are ini: a stray line would be a parse error here too
+    assert dict(parsed["server"]) == {"http_addr": "10.40.0.10", "http_port": "3000"}
     assert "http_addr = 10.40.0.10\nhttp_port = 3000\n" in ini
     assert "admin_password = $__file{/etc/grafana/enclave-admin-password}\n" in ini
     for setting in ("reporting_enabled = false", "check_for_updates = false", "external_enabled = false",
