@@ -64,10 +64,12 @@ def test_the_sandbox_inventory_limits_one_client_and_passes_the_checks(tmp_path:
     from enclave.plan import limits
     from enclave.sandbox import client_keys as sandbox
 
-    first = yaml.safe_load(sandbox.write_gateway_vars(tmp_path).read_text())
+    sandbox.write_gateway_vars(tmp_path)
+    first = sandbox.read_gateway_keys(tmp_path)
     path = sandbox.write_gateway_vars(tmp_path)
-    again = yaml.safe_load(path.read_text())
-    assert again["gateway_api_keys"] == first["gateway_api_keys"]
+    again = {**yaml.safe_load(path.read_text()),
+             **yaml.safe_load((tmp_path / "group_vars" / "enclave_gateway" / "api_keys.yml").read_text())}
+    assert again["gateway_api_keys"] == first and set(first) == set(sandbox.CLIENTS)
     assert path.stat().st_mode & 0o077 == 0
     assert set(again["gateway_client_limits"]) <= set(again["gateway_api_keys"])
     assert again["gateway_client_limits"]["sandbox-limited"]["rate"] == "1r/s"

@@ -13,6 +13,7 @@ from enclave.cli import cert as cert_cmd
 from enclave.cli import chat as chat_cmd
 from enclave.cli import deploy as deploy_cmd
 from enclave.cli import drain as drain_cmd
+from enclave.cli import keys as keys_cmd
 from enclave.cli import kit as kit_cmd
 from enclave.cli import logs as logs_cmd
 from enclave.cli import mirror as mirror_cmd
@@ -69,6 +70,7 @@ app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")
 app.add_typer(kit_cmd.app, name="kit")
 app.add_typer(cert_cmd.app, name="cert")
+app.add_typer(keys_cmd.app, name="keys")
 
 
 def main() -> None:

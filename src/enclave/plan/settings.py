@@ -26,7 +26,6 @@ ROLES = ("engine", "gateway", "weights", "monitoring")
 
 _UNKNOWN = limits.UNKNOWN  # a value only Ansible can resolve
 _REF_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_CLIENT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # gateway/tasks/validate.yml: a client name
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")  # engine/tasks/validate.yml, weights/tasks/validate.yml: a pinned lock
 
 
@@ -68,6 +67,7 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
     gateway_vars = _role_file(roles_dir, "gateway", "vars", "main.yml")
     gateway_defaults = _role_file(roles_dir, "gateway", "defaults", "main.yml")
     key_pattern = re.compile(str(gateway_vars["gateway_key_pattern"]))
+    client_pattern = re.compile(str(gateway_vars["gateway_client_pattern"]))
     spec = _role_file(roles_dir, "weights", "meta", "argument_specs.yml")["argument_specs"]["stage"]["options"]
     source_types = list(spec["weights_source"]["options"]["type"]["choices"])
     for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
@@ -78,7 +78,7 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
     for host in inventory.hosts("enclave_gateway") if "gateway" in roles else ():
         hostvars = inventory.hostvars.get(host, {})
         problems += _gateway_keys(host, _resolved("gateway_api_keys", hostvars, extra, {}), key_pattern,
-                                  lambda value, hv=hostvars: _resolve(value, hv, extra))
+                                  client_pattern, lambda value, hv=hostvars: _resolve(value, hv, extra))
         problems += limits.check_client_limits(
             host, lambda name, hv=hostvars: _resolved(name, hv, extra, gateway_defaults.get(name)), gateway_vars)
     for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
@@ -137,7 +137,8 @@ def _lock_pin(host: str, hostvars: dict[str, Any], extra: dict[str, Any], prefix
     return []
 
 
-def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], resolve: Callable[[Any], Any]) -> list[str]:
+def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], client: re.Pattern[str],
+                  resolve: Callable[[Any], Any]) -> list[str]:
     if keys is _UNKNOWN:
         return []
     if not isinstance(keys, dict) or not keys:
@@ -145,7 +146,7 @@ def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], resolve: Calla
                 "-> API key (in Ansible Vault)"]
     problems = []
     for name, key in keys.items():
-        if not _CLIENT_RE.fullmatch(str(name)):
+        if not client.fullmatch(str(name)):
             problems.append(f"host '{host}': gateway_api_keys entry {str(name)[:70]!r}: a client name is 1-64 of "
                             "A-Z a-z 0-9 _ . -")
         elif (value := resolve(key)) is not _UNKNOWN and not (isinstance(value, str) and pattern.fullmatch(value)):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+
+from enclave.gateway import keys
 
 VARS_FILE = "gateway.yml"
 # Named clients, so the keys' names show in the gateway's access log and tests can tell them apart. The last one
@@ -16,17 +18,28 @@ LIMITS = {"sandbox-limited": {"rate": "1r/s", "burst": 2}}
 
 
 def write_gateway_vars(inventory_dir: Path) -> Path:
-    """group_vars/all/gateway.yml (0600): gateway_api_keys, one random key per client name, and the per-client
-    limits (gateway_client_limits)."""
+    """group_vars/all/gateway.yml (0600): the per-client limits (gateway_client_limits); and the keys, one random
+    key per client name, in the file `enclave keys` owns (group_vars/enclave_gateway/api_keys.yml), so the
+    sandbox's keys can be rotated and revoked like an operator's. Keys an earlier sandbox kept in gateway.yml move
+    there unchanged."""
     path = inventory_dir / "group_vars" / "all" / VARS_FILE
     current = yaml.safe_load(path.read_text()) if path.is_file() else None
-    keys = dict((current or {}).get("gateway_api_keys") or {})
+    store = keys.KeyStore(inventory_dir, None)
+    ring = store.read()
+    earlier = dict((current or {}).get("gateway_api_keys") or {})
+    now = datetime.now(UTC)
     for client in CLIENTS:
-        keys.setdefault(client, "enc-" + secrets.token_urlsafe(32))
-    text = ("# Written by `enclave sandbox up`: the gateway's client API keys (generated once; on real hosts keep\n"
-            "# them in Ansible Vault). Clients trust the kit's CA in ../../pki/ca.crt.\n"
-            + yaml.safe_dump({"gateway_api_keys": keys}, sort_keys=False)
-            + "# Per-client limits (docs/runbooks/gateway.md); every other client has the role's defaults.\n"
+        if client not in ring.keys:
+            if client in earlier:
+                ring.keys[client] = earlier[client]
+                ring.dates[client] = {"created": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            else:
+                keys.add(ring, client, now)
+    if ring != store.read():
+        store.write(ring)
+    text = ("# Written by `enclave sandbox up`. The gateway's client API keys are in\n"
+            "# ../enclave_gateway/api_keys.yml (`enclave keys`). Clients trust the kit's CA in ../../pki/ca.crt.\n"
+            "# Per-client limits (docs/runbooks/gateway.md); every other client has the role's defaults.\n"
             + yaml.safe_dump({"gateway_client_limits": LIMITS}, sort_keys=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.read_text() == text:
@@ -40,6 +53,4 @@ def write_gateway_vars(inventory_dir: Path) -> Path:
 
 
 def read_gateway_keys(inventory_dir: Path) -> dict[str, str]:
-    path = inventory_dir / "group_vars" / "all" / VARS_FILE
-    data = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return dict((data or {}).get("gateway_api_keys") or {})
+    return dict(keys.KeyStore(inventory_dir, None).read().keys)
