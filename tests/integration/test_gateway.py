@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 import subprocess
 import threading
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from enclave.checks.runner import run_checks
-from enclave.gateway import cert
+from enclave.gateway import cert, keys
 from enclave.gateway.client import GatewayTarget
 from tests.integration.conftest import enclave, mark_dirty, ssh
 from tests.integration.nethelpers import (
@@ -375,3 +376,70 @@ def test_a_certificate_near_expiry_fails_its_check_and_cert_renew_replaces_it_un
     finally:
         if not renewed and enclave("cert", "renew", "-i", str(inventory)).returncode != 0:
             mark_dirty("test_gateway: the gateway may still serve a short-lived certificate")
+
+
+# -- key lifecycle: rotate with a grace period, revoke, under streams ----------------------------------------
+GRACE_S = 60
+NEW_KEY = re.compile(r"shown only now\): (\S+)")
+
+
+def status_with(gateway: Gateway, key: str) -> int:
+    return gateway.request("GET", "/v1/models", key=key, timeout=30)[0]
+
+
+def open_stream_with(gateway: Gateway, model: str, key: str, tokens: int) -> tuple[object, Iterator[str], str]:
+    """A completion streaming with `key`, its first event already read: in flight from here on."""
+    conn = gateway.connection()
+    body = completion_body(model, stream=True, max_tokens=tokens) | {"ignore_eos": True,
+                                                                     "stream_options": {"include_usage": True}}
+    conn.request("POST", "/v1/completions", body=json.dumps(body),
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200, response.read()[:300]
+    events = stream_events(response)
+    return conn, events, next(events)
+
+
+def test_a_rotated_key_works_for_its_grace_then_401_and_a_revoked_one_at_once_under_streams(
+        gateway: Gateway, model: str, inventory: Path) -> None:
+    client = "sandbox-demo"  # not the key the other tests use (sandbox-tests)
+    path = keys.keys_file(inventory)
+    saved = path.read_bytes()
+    old = gateway.keys[client]
+    restored = False
+    try:
+        # rotate while a stream with the old key is in flight: the reload lets it finish
+        conn, events, first = open_stream_with(gateway, model, old, 200)
+        started = time.monotonic()  # the expiry is written during the verb: between this and its end, + grace
+        proc = enclave("keys", "rotate", client, "--grace", f"{GRACE_S}s", "-i", str(inventory))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        [new] = NEW_KEY.findall(proc.stdout)
+        assert old not in proc.stdout + proc.stderr
+        rest = list(events)
+        conn.close()  # type: ignore[attr-defined]
+        assert generated_tokens([first, *rest]) == 200, "the stream in flight was cut by the rotation's reload"
+        assert status_with(gateway, new) == 200
+        assert time.monotonic() - started < GRACE_S - 5, "the rotation took too long to see its grace period"
+        assert status_with(gateway, old) == 200, "the old key stopped working before its grace ended"
+        # nothing is run after the rotation: the gateway stops taking the old key by itself
+        assert wait_until(lambda: status_with(gateway, old) == 401, GRACE_S + 10, step=1), \
+            "the old key still works after its grace period"
+        assert time.monotonic() - started >= GRACE_S - 2, "the old key stopped working before its grace ended"
+        assert status_with(gateway, new) == 200
+
+        # revoke while a stream with the revoked key is in flight: refused at once, the stream finishes
+        conn, events, first = open_stream_with(gateway, model, new, 200)
+        proc = enclave("keys", "revoke", client, "-i", str(inventory))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert new not in proc.stdout + proc.stderr
+        assert status_with(gateway, new) == 401
+        rest = list(events)
+        conn.close()  # type: ignore[attr-defined]
+        assert generated_tokens([first, *rest]) == 200, "the stream in flight was cut by the revoke's reload"
+        assert status_with(gateway, gateway.key) == 200  # other clients unaffected
+    finally:
+        path.write_bytes(saved)
+        path.chmod(0o600)
+        restored = enclave("keys", "apply", "-i", str(inventory)).returncode == 0
+        if not restored or status_with(gateway, old) != 200:
+            mark_dirty("test_gateway: the sandbox's client keys may differ from its inventory")

@@ -164,3 +164,17 @@ def test_with_a_vault_password_the_file_is_encrypted(runs: list[Any], tmp_path: 
     assert listed.exit_code == 2 and "vault-encrypted" in listed.output
     listed = runner.invoke(app, ["keys", "list", "-i", str(inventory), "--vault-password-file", str(password)])
     assert listed.exit_code == 0 and "team-a" in listed.output and key not in listed.output
+
+
+def test_apply_converges_the_file_as_it_is_and_drops_expired_old_keys(runs: list[Any], tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path)
+    ring = keys.KeyRing({"team-a": "a" * 30, "team-b": "b" * 30},
+                        [{"name": "team-a", "key": "o" * 30, "expires": 1_000_000_000},
+                         {"name": "team-b", "key": "p" * 30, "expires": 9_000_000_000}])
+    keys.save(keys.keys_file(inventory), ring, None, encrypted=False)
+    result = runner.invoke(app, ["keys", "apply", "-i", str(inventory)])
+    assert result.exit_code == 0, result.output
+    assert KEY_IN_OUTPUT.findall(result.output) == [] and "a" * 30 not in result.output
+    assert [r["key"] for r in _file(inventory)["gateway_retired_api_keys"]] == ["p" * 30]
+    assert [r.playbook for r in runs[1:]] == ["keys.yml"]
+    assert json.loads(_audit_text())["verb"] == "keys apply"

@@ -1,10 +1,11 @@
-"""`enclave keys add|rotate|revoke|list`: the gateway's client API keys, kept in the inventory's
+"""`enclave keys add|rotate|revoke|list|apply`: the gateway's client API keys, kept in the inventory's
 group_vars/enclave_gateway/api_keys.yml (vault-encrypted when the run has a vault password), then written onto the
 gateway with a graceful nginx reload (requests in flight finish). A new key is printed once, here, and nowhere else.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,13 +52,15 @@ def _change(title: str, inventory: Path | None, verbose: int, vault_password_fil
     store = keys.KeyStore(path, vault)
     store.check_owned()
     ring = store.read()
+    before = copy.deepcopy(ring)
     key = change(ring, datetime.now(UTC))
-    store.write(ring)
+    if ring != before:  # a vaulted file rewritten unchanged would still differ (a new salt): left alone
+        store.write(ring)
     result = run_with_progress(keys_request(path, verbosity=verbose, vault_password_file=vault), console,
                                title=title)
     if result.exit_code != 0:
         err.print(f"{store.path} is changed, but the gateway did not take it: fix the failure above, then "
-            "`enclave deploy --tags gateway` (or any `enclave keys` verb) writes it", highlight=False)
+            "`enclave keys apply` writes it", highlight=False)
     if key is not None:
         # The one place a key is shown: stdout, once; the operator hands it to the client now.
         console.print(f"new key for the client (shown only now): {key}", highlight=False, soft_wrap=True)
@@ -109,6 +112,17 @@ def revoke(name: NameArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 
     _change(f"keys revoke {name}", inventory, verbose, vault_password_file, ask_vault_pass,
             lambda ring, now: keys.revoke(ring, name, now))
     console.print(f"client {name} revoked at the gateway")
+
+
+@app.command("apply")
+@reports_errors
+@audited("keys apply")
+def apply(inventory: InventoryOpt = None, verbose: VerboseOpt = 0, vault_password_file: VaultFileOpt = None,
+          ask_vault_pass: AskVaultOpt = False) -> None:
+    """Write the inventory's keys onto the gateway as they are (after a failed run, or a restored file)."""
+    _change("keys apply", inventory, verbose, vault_password_file, ask_vault_pass,
+            lambda ring, now: keys.prune(ring, now))
+    console.print("the gateway has the inventory's client keys")
 
 
 @app.command("list")
