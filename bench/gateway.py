@@ -120,9 +120,11 @@ def _inventory(args: argparse.Namespace) -> Path:
 
 
 def _vars(inventory: Path) -> dict[str, Any]:
+    """group_vars/all, then the gateway's own group_vars (where `enclave keys` keeps the client keys)."""
     merged: dict[str, Any] = {}
-    for path in sorted((inventory.parent / "group_vars" / "all").glob("*.yml")):
-        merged.update(yaml.safe_load(path.read_text()) or {})
+    for group in ("all", "enclave_gateway"):
+        for path in sorted((inventory.parent / "group_vars" / group).glob("*.yml")):
+            merged.update(yaml.safe_load(path.read_text()) or {})
     return merged
 
 

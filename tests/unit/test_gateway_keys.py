@@ -274,3 +274,18 @@ def test_the_roles_own_checks_refuse_a_bad_retired_key(tmp_path: Path) -> None:
         proc = _role_checks(tmp_path / f"bad{i}", [bad])
         assert proc.returncode != 0 and message in " ".join(proc.stdout.split()), proc.stdout[-2000:]
         assert "o" * 30 not in proc.stdout  # no_log: the old key never reaches the output
+
+
+def test_a_sandbox_made_before_keeps_its_keys_in_the_verbs_file(tmp_path: Path) -> None:
+    from enclave.gateway import sandbox
+
+    inventory = write_inventory(tmp_path)
+    earlier = {name: "enc-" + name[-1] * 40 for name in sandbox.CLIENTS}
+    old = tmp_path / "group_vars" / "all" / "gateway.yml"
+    old.parent.mkdir(parents=True)
+    old.write_text(yaml.safe_dump({"gateway_api_keys": earlier, "gateway_client_limits": sandbox.LIMITS}))
+    sandbox.write_gateway_vars(tmp_path)
+    assert sandbox.read_gateway_keys(tmp_path) == earlier
+    assert "gateway_api_keys" not in yaml.safe_load(old.read_text())
+    keys.KeyStore(inventory, None).check_owned()  # the verbs can now edit them
+    assert stat.S_IMODE(keys.keys_file(inventory).stat().st_mode) == 0o600
