@@ -99,6 +99,9 @@ def test_revoke_removes_the_client_and_its_retired_keys() -> None:
     assert "team-a" not in ring.dates
     with pytest.raises(UsageError, match="no client 'team-a'"):
         keys.revoke(ring, "team-a", NOW)
+    with pytest.raises(UsageError, match="'team-b' is the gateway's last client"):
+        keys.revoke(ring, "team-b", NOW)
+    assert set(ring.keys) == {"team-b"}
 
 
 @pytest.mark.parametrize(("text", "grace"), [("24h", timedelta(hours=24)), ("60s", timedelta(seconds=60)),

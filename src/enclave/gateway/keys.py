@@ -129,6 +129,8 @@ def rotate(ring: KeyRing, name: str, grace: timedelta, now: datetime) -> str:
 def revoke(ring: KeyRing, name: str, now: datetime) -> None:
     """`name` and every key it had, retired ones too, gone at once."""
     _known(ring, name)
+    if len(ring.keys) == 1:  # the role refuses a gateway without keys: the run would fail after the file changed
+        raise UsageError(f"{name!r} is the gateway's last client; `enclave keys add` another before revoking it")
     del ring.keys[name]
     ring.retired = [r for r in ring.retired if r["name"] != name]
     ring.dates.pop(name, None)
