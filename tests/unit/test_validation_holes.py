@@ -94,6 +94,12 @@ def test_deploy_passes_its_vault_password_to_validation(runs: list[object], tmp_
     ("gateway_api_keys", None, "host 'gw01': gateway_api_keys is empty"),
     ("gateway_api_keys", {"team a": "t" * 32}, "host 'gw01': gateway_api_keys entry 'team a'"),
     ("gateway_api_keys", {"team-a": "too short"}, "host 'gw01': gateway_api_keys entry 'team-a': a key is 20-200"),
+    ("gateway_retired_api_keys", [{"name": "ghost", "key": "o" * 32, "expires": 1767225600}],
+     "host 'gw01': gateway_retired_api_keys entry for 'ghost' must name a client"),
+    ("gateway_retired_api_keys", [{"name": "team-a", "key": "short", "expires": 1767225600}],
+     "host 'gw01': gateway_retired_api_keys entry for 'team-a' must name a client"),
+    ("gateway_retired_api_keys", [{"name": "team-a", "key": "o" * 32, "expires": 12}],
+     "host 'gw01': gateway_retired_api_keys entry for 'team-a' must name a client"),
     ("weights_source", None, "host 'gw01': weights_source must be"),
     ("weights_source", {"type": "s3"}, "type 's3' is not one of hf, local, http"),
     ("weights_source", {"type": "local"}, "type local needs a path"),
@@ -106,7 +112,7 @@ def test_deploy_without_a_must_have_setting_touches_no_host(runs: list[object], 
     assert result.exit_code == 2, result.output
     assert runs == []  # no ansible-playbook run started
     assert said in result.output and "Traceback" not in result.output
-    assert "t" * 32 not in result.output  # a key never reaches the output
+    assert "t" * 32 not in result.output and "o" * 32 not in result.output  # a key never reaches the output
 
 
 def test_must_have_settings_follow_tags_and_extra_vars(runs: list[object], inventory: Path) -> None:

@@ -77,8 +77,11 @@ def check_required(inventory: Inventory, extra: dict[str, Any], roles_dir: Path,
                             "spaces (set it in Ansible Vault: docs/runbooks/engine.md)")
     for host in inventory.hosts("enclave_gateway") if "gateway" in roles else ():
         hostvars = inventory.hostvars.get(host, {})
-        problems += _gateway_keys(host, _resolved("gateway_api_keys", hostvars, extra, {}), key_pattern,
-                                  client_pattern, lambda value, hv=hostvars: _resolve(value, hv, extra))
+        current = _resolved("gateway_api_keys", hostvars, extra, {})
+        problems += _gateway_keys(host, current, key_pattern, client_pattern,
+                                  lambda value, hv=hostvars: _resolve(value, hv, extra))
+        problems += _retired_keys(host, _resolved("gateway_retired_api_keys", hostvars, extra, []), current,
+                                  key_pattern)
         problems += limits.check_client_limits(
             host, lambda name, hv=hostvars: _resolved(name, hv, extra, gateway_defaults.get(name)), gateway_vars)
     for host in inventory.hosts("enclave_nodes") if "engine" in roles else ():
@@ -152,6 +155,27 @@ def _gateway_keys(host: str, keys: Any, pattern: re.Pattern[str], client: re.Pat
         elif (value := resolve(key)) is not _UNKNOWN and not (isinstance(value, str) and pattern.fullmatch(value)):
             problems.append(f"host '{host}': gateway_api_keys entry '{name}': a key is 20-200 of A-Z a-z 0-9 . _ ~ + "
                             "/ = -")
+    return problems
+
+
+def _retired_keys(host: str, retired: Any, keys: Any, pattern: re.Pattern[str]) -> list[str]:
+    """Keys replaced by `enclave keys rotate` (gateway/tasks/validate.yml asserts the same): each names a current
+    client, holds a usable key and an expiry in seconds since the epoch (ten digits: what nginx's check reads)."""
+    if retired is _UNKNOWN or keys is _UNKNOWN or not isinstance(keys, dict):
+        return []
+    if not isinstance(retired, list):
+        return [f"host '{host}': gateway_retired_api_keys must be a list of {{name, key, expires}} (`enclave keys` "
+                "writes it: docs/runbooks/gateway.md)"]
+    problems = []
+    for entry in retired:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        ok = (isinstance(entry, dict) and name in keys and isinstance(entry.get("key"), str)
+              and bool(pattern.fullmatch(entry["key"])) and isinstance(entry.get("expires"), int)
+              and 10**9 <= entry["expires"] < 10**10)
+        if not ok:
+            problems.append(f"host '{host}': gateway_retired_api_keys entry for {str(name)[:70]!r} must name a client "
+                            "of gateway_api_keys and hold its old key (20-200 of A-Z a-z 0-9 . _ ~ + / = -) and "
+                            "expires (seconds since the epoch): docs/runbooks/gateway.md")
     return problems
 
 
