@@ -178,3 +178,12 @@ def test_apply_converges_the_file_as_it_is_and_drops_expired_old_keys(runs: list
     assert [r["key"] for r in _file(inventory)["gateway_retired_api_keys"]] == ["p" * 30]
     assert [r.playbook for r in runs[1:]] == ["keys.yml"]
     assert json.loads(_audit_text())["verb"] == "keys apply"
+
+
+def test_a_bad_grace_is_refused_before_anything_runs(runs: list[Any], tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path)
+    assert runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)]).exit_code == 0
+    before = keys.keys_file(inventory).read_text()
+    result = runner.invoke(app, ["keys", "rotate", "team-a", "--grace", "1w", "-i", str(inventory)])
+    assert result.exit_code == 2 and "--grace '1w'" in result.output and "Traceback" not in result.output
+    assert keys.keys_file(inventory).read_text() == before and len(runs) == 2
