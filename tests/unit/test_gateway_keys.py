@@ -280,7 +280,7 @@ def test_the_roles_own_checks_refuse_a_bad_retired_key(tmp_path: Path) -> None:
 
 
 def test_a_sandbox_made_before_keeps_its_keys_in_the_verbs_file(tmp_path: Path) -> None:
-    from enclave.gateway import sandbox
+    from enclave.sandbox import client_keys as sandbox
 
     inventory = write_inventory(tmp_path)
     earlier = {name: "enc-" + name[-1] * 40 for name in sandbox.CLIENTS}
