@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from enclave.cli import app
-from enclave.cli.cert import renew_request
+from enclave.cli.cert import renew_request, settled
 from enclave.cli.status import summary_lines
 from enclave.gateway import cert
 from enclave.gateway.client import GatewayTarget
@@ -176,3 +177,13 @@ def test_status_shows_the_served_certificate_and_warns_within_the_margin(pki: Pa
         description, warning = cert.status_of(GatewayTarget("127.0.0.1", closed.getsockname()[1], pki / "ca.crt"),
                                               21, now)
     assert description.startswith("unreadable (") and warning and "no TLS handshake" in warning
+
+
+def test_renew_waits_for_the_reload_to_show_a_new_serial_but_not_forever(pki: Path, tls_server: int) -> None:
+    target = GatewayTarget("127.0.0.1", tls_server, pki / "ca.crt")
+    served = cert.served(target)
+    older = cert.ServedCert(served.not_after, "0BAD", served.subject)
+    assert settled(target, older, wait_s=30).serial == "5EED"  # a new serial shows: returned at once
+    started = time.monotonic()
+    assert settled(target, served, wait_s=1, step_s=0.2).serial == "5EED"  # the same files: given up after wait_s
+    assert 1 <= time.monotonic() - started < 10

@@ -8,6 +8,7 @@ and after, as a client would, and fails when it still expires within `enclave_ce
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from enclave.cli.common import (
 )
 from enclave.cli.progress import run_with_progress
 from enclave.gateway import cert
-from enclave.gateway.client import gateway_target
+from enclave.gateway.client import GatewayTarget, gateway_target
 from enclave.runner import PlaybookRequest
 from enclave.runner.inventory import validate
 
@@ -38,6 +39,23 @@ def renew_request(inventory: Path, *, verbosity: int = 0, vault_password_file: P
     """The run that reissues (kit CA) or reinstalls (operator's files) the certificate and reloads nginx."""
     return PlaybookRequest(playbook="cert-renew.yml", inventory=inventory, extra_vars={"gateway_cert_renew": True},
                            verbosity=verbosity, vault_password_file=vault_password_file)
+
+
+# nginx reloads in the background: for a moment after `systemctl reload`, old workers still answer new handshakes
+# with the old certificate (seen on the sandbox). Reading once would report the old serial as the new one.
+RELOAD_SETTLE_S = 15.0
+
+
+def settled(target: GatewayTarget, before: cert.ServedCert | None, *, wait_s: float = RELOAD_SETTLE_S,
+            step_s: float = 0.5) -> cert.ServedCert:
+    """The served certificate once the reload shows: another serial than `before`, else what is served after
+    `wait_s` (an operator's files that did not change keep their serial)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        after = cert.served(target)
+        if before is None or after.serial != before.serial or time.monotonic() >= deadline:
+            return after
+        time.sleep(step_s)
 
 
 @app.command("renew")
@@ -60,7 +78,7 @@ def renew(inventory: InventoryOpt = None, verbose: VerboseOpt = 0, vault_passwor
                                title=f"cert renew on {host}")
     if result.exit_code != 0:
         raise typer.Exit(result.exit_code)
-    after = cert.served(target)
+    after = settled(target, before)
     now = datetime.now(UTC)
     moved = f"serial {before.serial} -> {after.serial}" if before else f"serial {after.serial}"
     if before is not None and before.serial == after.serial:
