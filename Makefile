@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # side of the roles run (tc, pgrep, ssh, rsync). tests/host_tools.py maps each tool to its package and
 # tests/unit/test_host_packages.py fails when a tool the code runs is missing here.
 HOST_PACKAGES := debootstrap systemd-container iproute2 openssh-client gnupg apt-utils chrony nftables systemd \
-	nginx openssl procps rsync coreutils dpkg apt git prometheus prometheus-alertmanager
+	nginx libnginx-mod-http-js openssl procps rsync coreutils dpkg apt git prometheus prometheus-alertmanager
 
 .PHONY: demo test unit integration lint bench host-packages print-host-packages check-fresh venv clean sandbox-down
 

@@ -9,6 +9,7 @@ machine cannot make CI on a new machine red.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,21 @@ TOOL_PACKAGES: dict[str, str] = {
     # the audit trail records the inventory's commit (enclave.audit; without git it records none)
     "git": "git",
 }
+
+# Files (not programs) the unit tests load, with their Debian package: the gateway's njs module (the gateway role's
+# gateway_njs_module; tests/unit/test_host_packages.py holds both to the role and to HOST_PACKAGES).
+FILE_PACKAGES: dict[str, str] = {
+    "/usr/lib/nginx/modules/ngx_http_js_module.so": "libnginx-mod-http-js",
+}
+NJS_MODULE = next(iter(FILE_PACKAGES))
+
+
+def require_njs() -> str:
+    """nginx's njs module, or a failure naming the package that brings it (never a skip)."""
+    if not Path(NJS_MODULE).is_file():
+        pytest.fail(f"{NJS_MODULE} is missing: install the Debian package {FILE_PACKAGES[NJS_MODULE]} "
+                    "(make host-packages)")
+    return NJS_MODULE
 
 
 def require_tool(tool: str) -> str:

@@ -186,7 +186,8 @@ def test_nginx_accepts_every_rendered_inventory(tmp_path: Path, name: str) -> No
     assert checked.returncode == 0, checked.stderr
     conf = files["nginx.conf"]
     overridden = len(INVENTORIES[name].get("gateway_client_limits", {}))
-    assert conf.count("internal;") == 1 + overridden, "one class location per overridden client and the default"
+    assert conf.count("location ^~ /_enclave/") == 1 + overridden, \
+        "one class location per overridden client and the default"
     if name == "no limits":
         assert "limit_req zone" not in conf and "limit_conn enclave" not in conf
     if name == "an endpoint only the default class may use":

@@ -180,7 +180,7 @@ def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str]
                   task_files=("gateway/tasks/internal_ca.yml",) if make_ca else (), extra=extra, templates={
                       "nginx.conf": "gateway/nginx.conf.j2", "api-keys.map": "gateway/api-keys.map.j2",
                       "engine-auth.conf": "gateway/engine-auth.conf.j2", "upstream.conf": "gateway/upstream.conf.j2",
-                      "drained": "gateway/drained.j2"})
+                      "drained": "gateway/drained.j2", "usage.js": "gateway/usage.js.j2"})
 
 
 def lay_out_prefix(tmp: Path, files: dict[str, str]) -> Path:
@@ -190,7 +190,7 @@ def lay_out_prefix(tmp: Path, files: dict[str, str]) -> Path:
     (prefix / "enclave" / "tls").mkdir(parents=True)
     (prefix / "logs").mkdir()
     (prefix / "nginx.conf").write_text(files["nginx.conf"])
-    for name in ("api-keys.map", "engine-auth.conf", "upstream.conf"):
+    for name in ("api-keys.map", "engine-auth.conf", "upstream.conf", "usage.js"):
         (prefix / "enclave" / name).write_text(files[name])
     shutil.copy(tmp / "pki" / "gw.crt", prefix / "enclave" / "tls" / "server.crt")
     shutil.copy(tmp / "pki" / "gw.key", prefix / "enclave" / "tls" / "server.key")

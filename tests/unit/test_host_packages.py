@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.host_tools import TOOL_PACKAGES, VENV_TOOLS
+from tests.host_tools import FILE_PACKAGES, TOOL_PACKAGES, VENV_TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_TREES = ("src", "tests", "bench")
@@ -172,3 +172,13 @@ def test_the_map_names_the_package_that_really_ships_the_tool(tool: str) -> None
     assert owners & _package_and_dependencies(TOOL_PACKAGES[tool]), (
         f"{tool} ({path}) is shipped by {owners or 'no package'}, which {TOOL_PACKAGES[tool]} (named in "
         "tests/host_tools.py) neither is nor depends on")
+
+
+def test_files_the_tests_load_come_from_host_packages() -> None:
+    """The njs module the gateway's nginx loads (gateway role's gateway_njs_module, installed by its packages) is one
+    the unit tests load too: its package is in HOST_PACKAGES and in the role's own list."""
+    role = REPO / "playbooks" / "roles" / "gateway"
+    module = yaml.safe_load((role / "vars" / "main.yml").read_text())["gateway_njs_module"]
+    assert module in FILE_PACKAGES, f"{module} is not mapped to a package in tests/host_tools.py"
+    assert set(FILE_PACKAGES.values()) <= makefile_host_packages()
+    assert FILE_PACKAGES[module] in yaml.safe_load((role / "defaults" / "main.yml").read_text())["gateway_packages"]
