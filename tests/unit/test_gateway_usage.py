@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from enclave.gateway import accesslog
 from tests.host_tools import require_njs, require_tool
 from tests.unit.test_gateway_nginx import Gateway, free_port, lay_out_prefix, rendered
 
@@ -320,3 +322,47 @@ def test_every_record_is_json_with_the_token_fields(setup: Setup) -> None:
     for line in setup.gateway.access_log().splitlines():
         record = json.loads(line)
         assert isinstance(record["prompt_tokens"], int) and isinstance(record["completion_tokens"], int)
+
+
+def reported_usage(data: bytes) -> dict[str, int]:
+    """The usage a response body reported: the JSON's, or a stream's usage chunk's."""
+    if not data.startswith(b"data: "):
+        return json.loads(data)["usage"]
+    chunks = [json.loads(e[len(b"data: "):]) for e in data.split(b"\n\n") if e.startswith(b"data: {")]
+    return next(c["usage"] for c in reversed(chunks) if c.get("usage"))
+
+
+def test_the_counters_and_the_window_sums_equal_the_usage_the_responses_reported(
+        setup: Setup, tmp_path: Path) -> None:
+    log = setup.gateway.prefix / "logs" / "enclave-access.log"
+    state = tmp_path / ".enclave-usage-state.json"
+    before = accesslog.read_new(log, state)
+    before_tokens = dict(before.tokens)
+    time.sleep(1.1)  # the log's times are whole seconds: the window below starts after every earlier record
+    since = float(int(time.time()))
+    expected: dict[str, list[int]] = {"alpha": [0, 0, 0], "beta": [0, 0, 0]}
+    requests = [("alpha", "/v1/chat/completions", chat(max_tokens=7)),
+                ("alpha", "/v1/completions", chat(stream=True, max_tokens=3)),
+                ("beta", "/v1/chat/completions", chat(stream=True, options={"include_usage": True}, max_tokens=2)),
+                ("beta", "/v1/embeddings", {"model": MODEL, "input": "z" * 40})]
+    ids = []
+    for client, path, body in requests:
+        status, data, rid = post(setup.gateway, path, KEYS[client], raw(body))
+        assert status == 200
+        ids.append(rid)
+        if body.get("stream") and not body.get("stream_options"):
+            # The client saw no usage: what vLLM reported to the gateway is the same request's with usage on.
+            data = b"".join(setup.engine.events(path, {**body, "stream_options": {"include_usage": True}}))
+        usage = reported_usage(data)
+        expected[client] = [expected[client][0] + 1, expected[client][1] + usage["prompt_tokens"],
+                            expected[client][2] + usage["completion_tokens"]]
+    assert len(records(setup.gateway, ids)) == len(ids)
+    window = accesslog.sums([log], since)["clients"]
+    got = {client: [sum(m[k] for m in models.values()) for k in ("requests", "prompt_tokens", "completion_tokens")]
+           for client, models in window.items()}
+    assert got == expected
+    after = accesslog.read_new(log, state)
+    for client in expected:
+        for index, kind in ((1, "prompt"), (2, "completion")):
+            key = (client, MODEL, kind)
+            assert after.tokens[key] - before_tokens.get(key, 0) == expected[client][index], key

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave.gateway import accesslog
 from enclave.monitoring import signals
 from tests.host_tools import require_tool
 from tests.unit.role_render import render
@@ -231,9 +232,11 @@ def test_no_signal_label_collides_with_a_target_label(site: tuple[Path, dict[str
     (tmp_path / "org--tiny" / ("a" * 40)).mkdir(parents=True)
     (tmp_path / "org--tiny" / "current").symlink_to("a" * 40)
     metrics = [*signals.firewall_metrics({"egress_public": (1, 60)}), *signals.drained_metrics(["node2"]),
-               *signals.cert_metrics(1.0), *signals.weights_metrics(tmp_path / "org--tiny", True)]
+               *signals.cert_metrics(1.0), *signals.weights_metrics(tmp_path / "org--tiny", True),
+               *signals.usage_metrics(accesslog.Tally(tokens={("team-a", "org/tiny", "prompt"): 1},
+                                                      requests={("team-a", "org/tiny", "200"): 1}))]
     signal_labels = {name for metric in metrics for labels, _ in metric.samples for name in labels}
-    assert "replica_host" in signal_labels and "host" in target_labels
+    assert {"replica_host", "client", "model", "kind", "status"} <= signal_labels and "host" in target_labels
     assert not signal_labels & target_labels, signal_labels & target_labels
 
 

@@ -4,15 +4,17 @@
 Copied onto hosts that have python3 but not the enclave package (like the weights tools), so: standard library only.
 
     signals.py --out DIR [--nft-table enclave] [--model-dir DIR --nodetool PATH --allowed-signers FILE
-               --identity ID] [--drained-file FILE] [--cert FILE]
+               --identity ID] [--drained-file FILE] [--cert FILE] [--access-log FILE --access-state FILE]
 
 What it reads, each part only when its option is given (a node has weights, the gateway the drained list and the
 certificate): the firewall's named counters (`nft -j list counters table inet TABLE`), the served model's active
 revision, whether its manifest's signature verifies (`nodetool.py verify-signature`) and when its files were last
-verified (the stamp cache's time), free space under the models directory, the replicas drained at the gateway and
-the gateway certificate's notAfter. A source that cannot be read sets `enclave_signals_error{source=...} 1` and
-the others are still written. The file is written to a temporary name (not `*.prom`, which the collector would
-read half-written) and renamed over `enclave.prom`, so the node exporter sees the old or the new file, never half.
+verified (the stamp cache's time), free space under the models directory, the replicas drained at the gateway, the
+gateway certificate's notAfter and, from the gateway's access log read since the last run (accesslog.py, copied
+beside this file), the requests and tokens per client and model. A source that cannot be read sets
+`enclave_signals_error{source=...} 1` and the others are still written. The file is written to a temporary name
+(not `*.prom`, which the collector would read half-written) and renamed over `enclave.prom`, so the node exporter
+sees the old or the new file, never half.
 Exit 0 when the file was written, 2 on bad usage or when it could not be written.
 """
 
@@ -29,6 +31,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    from enclave.gateway import accesslog
+except ImportError:  # on a host: copied beside this file, without the enclave package
+    import accesslog  # type: ignore[no-redef]
 
 OUT_NAME = "enclave.prom"
 STAMPS_NAME = ".enclave-stamps.json"  # nodetool's stamp cache, rewritten on every verification
@@ -113,6 +120,18 @@ def cert_metrics(not_after: float) -> list[Metric]:
     return [metric]
 
 
+def usage_metrics(tally: accesslog.Tally) -> list[Metric]:
+    """The gateway's running totals per client and model. Labels are client, model, kind and status: none of
+    them a label Prometheus's scrape targets carry (host, replica, job, instance)."""
+    tokens = Metric("enclave_gateway_tokens_total", "counter",
+                    "Tokens vLLM reported for the gateway's requests, per client, model and kind (prompt, completion).")
+    tokens.samples += [({"client": c, "model": m, "kind": k}, n) for (c, m, k), n in sorted(tally.tokens.items())]
+    requests = Metric("enclave_gateway_requests_total", "counter",
+                      "Requests the gateway answered, per client, model and HTTP status.")
+    requests.samples += [({"client": c, "model": m, "status": s}, n) for (c, m, s), n in sorted(tally.requests.items())]
+    return [tokens, requests]
+
+
 def weights_metrics(model_dir: Path, signature_ok: bool | None) -> list[Metric]:
     """The active revision (as a label), its signature check (None: not checked) and last verification time."""
     model = model_dir.name
@@ -180,6 +199,8 @@ def collect(args: argparse.Namespace, run: Runner = _run, now: Callable[[], floa
             parse_drained(Path(args.drained_file).read_text()) if Path(args.drained_file).exists() else []))
     if args.cert:
         attempt("cert", lambda: cert_metrics(cert_not_after(Path(args.cert))))
+    if args.access_log:
+        attempt("usage", lambda: usage_metrics(accesslog.read_new(Path(args.access_log), Path(args.access_state))))
     last = Metric("enclave_signals_last_run_timestamp_seconds", "gauge", "When these signals were written.")
     last.samples.append(({}, round(now(), 3)))
     return [*metrics, errors, last]
@@ -209,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--identity", default="")
     p.add_argument("--drained-file", default="", help="the gateway's drained list")
     p.add_argument("--cert", default="", help="the gateway's TLS certificate (PEM)")
+    p.add_argument("--access-log", default="", help="the gateway's access log (enclave log_format)")
+    p.add_argument("--access-state", default="", help="where the access log's read offset and totals are kept")
     return p
 
 
@@ -216,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.nodetool and not (args.allowed_signers and args.identity):
         print("signals: --nodetool needs --allowed-signers and --identity", file=sys.stderr)
+        return 2
+    if bool(args.access_log) != bool(args.access_state):
+        print("signals: --access-log and --access-state go together", file=sys.stderr)
         return 2
     out = Path(args.out)
     if not out.is_dir():

@@ -1,0 +1,1 @@
+../../../../src/enclave/gateway/accesslog.py
