@@ -1,7 +1,8 @@
 """The names Python finds Ansible's results by: the task and play names of the playbooks the CLI reads.
 
 ansible-runner's events carry a task's (and play's) name, not an id, so a renamed task would silently stop feeding
-a read (`enclave plan`, `status`, `weights status`, `rollback`) or a decision (`update`'s "no node was drained").
+a read (`enclave plan`, `status`, `weights status`, `rollback`, `usage`) or a decision (`update`'s "no node was
+drained").
 Every such name lives here, with the playbook that must hold it; tests/unit/test_contract.py lists each playbook's
 tasks with `ansible-playbook --list-tasks` (roles and imports expanded, as Ansible runs them) and fails on a name
 that is not there.
@@ -18,6 +19,8 @@ BUILD_TASK = "Report the engine build and the last move of this node"
 # playbooks/status.yml: the engine's state on a node (engine role) and the gateway's rotation (gateway role)
 NODE_STATUS_TASK = "Report the engine state of this host"
 GATEWAY_STATUS_TASK = "Report the gateway's rotation"
+# playbooks/usage.yml: per client and model, the requests and tokens of the gateway's access log (gateway role)
+USAGE_TASK = "Report the gateway's usage"
 
 # playbooks/update.yml (and roll.yml's first play): the plays that run before any node is drained, so an update that
 # failed only there left every node serving as before.
@@ -32,5 +35,6 @@ TASKS_IN = {
     "weights-status.yml": (WEIGHTS_STATUS_TASK,),
     "rollback-state.yml": (WEIGHTS_STATUS_TASK, BUILD_TASK),
     "status.yml": (NODE_STATUS_TASK, GATEWAY_STATUS_TASK),
+    "usage.yml": (USAGE_TASK,),
 }
 PLAYS_IN = {"update.yml": BEFORE_DRAIN_PLAYS}

@@ -22,6 +22,7 @@ from enclave.cli import sandbox as sandbox_cmd
 from enclave.cli import status as status_cmd
 from enclave.cli import teardown as teardown_cmd
 from enclave.cli import update as update_cmd
+from enclave.cli import usage as usage_cmd
 from enclave.cli import verify as verify_cmd
 from enclave.cli import weights as weights_cmd
 from enclave.cli.common import debug_mode
@@ -65,6 +66,7 @@ app.command("teardown")(teardown_cmd.teardown)
 app.command("update")(update_cmd.update)
 app.command("rollback")(update_cmd.rollback)
 app.command("audit")(audit_cmd.audit)
+app.command("usage")(usage_cmd.usage)
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(mirror_cmd.app, name="mirror")

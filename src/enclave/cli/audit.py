@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 from typing import Annotated
 
 import typer
@@ -12,22 +10,7 @@ from rich.table import Table
 
 from enclave import audit as trail
 from enclave.cli.common import console, reports_errors
-from enclave.errors import UsageError
-
-_AGO = re.compile(r"([1-9][0-9]{0,5})([mhd])")
-
-
-def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """`30m`, `12h`, `7d` ago, or an ISO date/time (UTC unless it says otherwise)."""
-    now = now or dt.datetime.now(dt.UTC)
-    if ago := _AGO.fullmatch(text.strip()):
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[ago.group(2)]
-        return now - dt.timedelta(**{unit: int(ago.group(1))})
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--since {text[:40]!r}: give 30m, 12h, 7d or an ISO date/time (2026-12-04T18:00)") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+from enclave.timewindow import parse_since
 
 
 @reports_errors
