@@ -447,3 +447,67 @@ def test_a_rotated_key_works_for_its_grace_then_401_and_a_revoked_one_at_once_un
         restored = enclave("keys", "apply", "-i", str(inventory)).returncode == 0
         if not restored or not wait_until(lambda: status_with(gateway, old) == 200, 10):
             mark_dirty("test_gateway: the sandbox's client keys may differ from its inventory")
+
+
+# -- token accounting: what `enclave usage` and the usage counters say equals what the responses reported ----
+def usage_counters(inventory: Path) -> dict[tuple[str, str], float]:
+    """{(client, kind): tokens} from the gateway's signals file, rewritten now (the timer's own service)."""
+    text = ssh(inventory, "gateway", "systemctl start enclave-signals.service && "
+                                     "cat /var/lib/prometheus/node-exporter/enclave.prom").stdout
+    found: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("enclave_gateway_tokens_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            key = (labels["client"].strip('"'), labels["kind"].strip('"'))
+            found[key] = found.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_usage_per_client_equals_what_the_responses_reported(gateway: Gateway, model: str,
+                                                            inventory: Path) -> None:
+    """Two clients through the official openai SDK: a plain completion, a stream that asked for usage and one
+    that did not (the gateway asks vLLM for it and hides it). ignore_eos makes every answer exactly max_tokens
+    long, so the hidden stream's tokens are known: its prompt's (from the same request unstreamed) and 5."""
+    counters_before = usage_counters(inventory)
+    time.sleep(1.1)  # the access log's times are whole seconds: the window starts after every earlier record
+    since = datetime.now(UTC).replace(microsecond=0)
+    expected: dict[str, dict[str, int]] = {}
+
+    def add(client: str, prompt: int, completion: int) -> None:
+        row = expected.setdefault(client, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        row["requests"] += 1
+        row["prompt_tokens"] += prompt
+        row["completion_tokens"] += completion
+
+    common: dict[str, Any] = {"model": model, "max_tokens": 5, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    for client, prompt in (("sandbox-tests", "Count: one two three"), ("sandbox-demo", "Hello there, gateway")):
+        sdk = openai_client(gateway, client)
+        messages = [{"role": "user", "content": prompt}]
+        plain = sdk.chat.completions.create(messages=messages, **common)
+        assert plain.usage is not None and plain.usage.completion_tokens == 5
+        add(client, plain.usage.prompt_tokens, plain.usage.completion_tokens)
+
+        asked = list(sdk.chat.completions.create(messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}, **common))
+        reported = [c.usage for c in asked if c.usage is not None]
+        assert len(reported) == 1 and asked[-1].choices == [], "a client that asked gets the usage chunk, last"
+        add(client, reported[0].prompt_tokens, reported[0].completion_tokens)
+
+        hidden = list(sdk.chat.completions.create(messages=messages, stream=True, **common))
+        assert hidden and all(c.usage is None and c.choices for c in hidden), "a client that did not ask saw usage"
+        add(client, plain.usage.prompt_tokens, 5)
+
+    proc = enclave("usage", "-i", str(inventory), "--since", since.isoformat(), "--json", check=True, timeout=300)
+    rows = {row["client"]: row for row in json.loads(proc.stdout)["clients"]}
+    for client, want in expected.items():
+        got = {k: rows.get(client, {}).get(k) for k in want}
+        assert got == want, f"{client}: enclave usage says {got}, the responses reported {want}"
+    only = enclave("usage", "-i", str(inventory), "--since", since.isoformat(), "--json", "--client", "sandbox-demo",
+                   check=True, timeout=300)
+    assert [row["client"] for row in json.loads(only.stdout)["clients"]] == ["sandbox-demo"]
+
+    counters_after = usage_counters(inventory)
+    for client, want in expected.items():
+        for kind in ("prompt", "completion"):
+            delta = counters_after.get((client, kind), 0) - counters_before.get((client, kind), 0)
+            assert delta == want[f"{kind}_tokens"], (client, kind, delta, want)
