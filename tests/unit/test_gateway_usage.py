@@ -274,9 +274,9 @@ def test_a_json_response_is_passed_whole_and_its_usage_logged(setup: Setup, path
     b"not json at all", b"[1, 2, 3]", b'{"stream": "yes", "model": "org/tiny"}',
     b'{"stream": false, "model": "org/tiny", "seed": 18446744073709551615}',
     b'{"stream": true, "stream_options": 7, "model": "org/tiny"}', b""])
-def test_odd_bodies_pass_unchanged(setup: Setup, data: bytes) -> None:
+def test_odd_bodies_pass_unchanged_and_are_logged_with_what_the_answer_reported(setup: Setup, data: bytes) -> None:
     setup.engine.bodies.clear()
-    post(setup.gateway, "/v1/chat/completions", KEYS["alpha"], data)
+    status, answer, rid = post(setup.gateway, "/v1/chat/completions", KEYS["alpha"], data)
     got = setup.engine.bodies[-1]
     if data:
         try:
@@ -286,6 +286,10 @@ def test_odd_bodies_pass_unchanged(setup: Setup, data: bytes) -> None:
         assert got == expected
     else:
         assert got == {"unparsed": ""}
+    # Refused (400) or streamed without usage: 0 tokens; answered with JSON usage: that usage.
+    reported = json.loads(answer)["usage"]["prompt_tokens"] if status == 200 and answer.startswith(b"{") else 0
+    record = records(setup.gateway, [rid])[rid]
+    assert (record["client"], record["prompt_tokens"]) == ("alpha", reported)
 
 
 def test_a_large_stream_body_is_read_whole_and_asked_for_usage(setup: Setup) -> None:
