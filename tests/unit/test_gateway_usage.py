@@ -370,3 +370,20 @@ def test_the_counters_and_the_window_sums_equal_the_usage_the_responses_reported
         for index, kind in ((1, "prompt"), (2, "completion")):
             key = (client, MODEL, kind)
             assert after.tokens[key] - before_tokens.get(key, 0) == expected[client][index], key
+
+
+def test_a_chunked_upload_is_read_whole_and_asked_for_usage(setup: Setup) -> None:
+    body = chat(stream=True, max_tokens=2, messages=[{"role": "user", "content": "w" * 40000}])
+    data = raw(body)
+    setup.engine.bodies.clear()
+    conn = setup.gateway.connection()
+    conn.request("POST", "/v1/chat/completions", body=iter([data[:1000], data[1000:30000], data[30000:]]),
+                 headers={"Authorization": f"Bearer {KEYS['beta']}", "Content-Type": "application/json"},
+                 encode_chunked=True)
+    response = conn.getresponse()
+    received = response.read()
+    conn.close()
+    assert response.status == 200, received
+    assert setup.engine.bodies[-1] == {**body, "stream_options": {"include_usage": True,
+                                                                  "continuous_usage_stats": False}}
+    assert received == b"".join(setup.engine.events("/v1/chat/completions", body))
