@@ -36,6 +36,9 @@ LIMITED = {**SECRETS, "gateway_api_keys": {"team-a": "t" * 32, "batch": "b" * 32
      "host 'gw01': gateway_client_limits entry 'batch' endpoints: must be a non-empty list"),
     ({"gateway_client_limits": {"batch": "slow"}},
      "host 'gw01': gateway_client_limits entry 'batch': must be a mapping"),
+    ({"gateway_usage_max_body_size": "lots"}, "host 'gw01': gateway_usage_max_body_size: 'lots' is not an nginx size"),
+    ({"gateway_usage_paths": ["/v1/chat/completions", "/v1/responses"]},
+     "host 'gw01': gateway_usage_paths: /v1/responses not in gateway_api_paths"),
 ])
 def test_bad_limits_touch_no_host(runs: list[object], inventory: Path, settings: dict[str, Any],  # noqa: F811
                                   said: str) -> None:

@@ -1,7 +1,8 @@
 """The gateway's per-client limits, checked on the controller before any host is touched.
 
 The settings (gateway_client_rate, _burst, _concurrent, gateway_max_body_size, gateway_api_paths as every client's
-default; gateway_client_limits: client name -> overrides) are described in the gateway role's defaults; what each
+default; gateway_client_limits: client name -> overrides; and token accounting's gateway_usage_paths and
+gateway_usage_max_body_size) are described in the gateway role's defaults; what each
 takes (the setting names, the rate and size patterns) is read from the role's vars, so the rules are defined once
 and gateway/tasks/validate.yml asserts the same on the host. Messages name the host, the variable and the client.
 """
@@ -28,8 +29,13 @@ def check_client_limits(host: str, get: Callable[[str], Any], rules: dict[str, A
             problems.append(f"host '{host}': {where}: {why} (docs/runbooks/gateway.md)")
 
     for setting, name in (("rate", "gateway_client_rate"), ("burst", "gateway_client_burst"),
-                          ("concurrent", "gateway_client_concurrent"), ("max_body_size", "gateway_max_body_size")):
+                          ("concurrent", "gateway_client_concurrent"), ("max_body_size", "gateway_max_body_size"),
+                          ("max_body_size", "gateway_usage_max_body_size")):
         check(name, setting, get(name))
+    # Token accounting's paths: any of the allow-list, or none (no accounting).
+    accounted = get("gateway_usage_paths")
+    if accounted not in (UNKNOWN, None, []):
+        check("gateway_usage_paths", "endpoints", accounted)
     overrides = get("gateway_client_limits")
     if overrides is UNKNOWN or overrides in (None, {}):
         return problems
