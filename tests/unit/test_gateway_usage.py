@@ -54,21 +54,28 @@ class VllmLike:
         prompt = prompt_tokens(body)
         kind = "chat.completion.chunk" if path.endswith("chat/completions") else "text_completion"
         out = []
+        n = int(body.get("n") or 1)
+        # With n > 1 choice k is k tokens shorter, so choices finish at different events, as they do in vLLM.
+        lengths = [max(1, completion - k) for k in range(n)]
         for i in range(completion):
-            last = i == completion - 1
-            choice: dict[str, Any] = {"index": 0, "delta": {"content": f"tok{i} \u00e9\u2603"}, "logprobs": None,
-                                      "finish_reason": "length" if last else None}
-            if kind == "text_completion":
-                choice = {"index": 0, "text": f"tok{i} \u00e9", "logprobs": None,
-                          "finish_reason": "length" if last else None}
-            chunk: dict[str, Any] = {"id": "chatcmpl-1", "object": kind, "created": 1700000000, "model": MODEL,
-                                     "choices": [choice]}
-            if continuous:
-                chunk["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt + i + 1,
-                                  "completion_tokens": i + 1}
-            if last and not usage:
-                chunk["system_fingerprint"] = FINGERPRINT
-            out.append(f"data: {json.dumps(chunk, separators=(',', ':'), ensure_ascii=False)}\n\n".encode())
+            for k in range(n):
+                if i >= lengths[k]:
+                    continue
+                last = i == lengths[k] - 1
+                choice: dict[str, Any] = {"index": k, "delta": {"content": f"tok{i} \u00e9\u2603"},
+                                          "logprobs": None, "finish_reason": "length" if last else None}
+                if kind == "text_completion":
+                    choice = {"index": k, "text": f"tok{i} \u00e9", "logprobs": None,
+                              "finish_reason": "length" if last else None}
+                chunk: dict[str, Any] = {"id": "chatcmpl-1", "object": kind, "created": 1700000000,
+                                         "model": MODEL, "choices": [choice]}
+                if continuous:
+                    chunk["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt + i + 1,
+                                      "completion_tokens": i + 1}
+                if last and not usage:
+                    chunk["system_fingerprint"] = FINGERPRINT
+                out.append(f"data: {json.dumps(chunk, separators=(',', ':'), ensure_ascii=False)}\n\n".encode())
+        completion = sum(lengths)
         if usage:
             final = {"id": "chatcmpl-1", "object": kind, "created": 1700000000, "model": MODEL, "choices": [],
                      "usage": {"prompt_tokens": prompt, "total_tokens": prompt + completion,
@@ -387,3 +394,15 @@ def test_a_chunked_upload_is_read_whole_and_asked_for_usage(setup: Setup) -> Non
     assert setup.engine.bodies[-1] == {**body, "stream_options": {"include_usage": True,
                                                                   "continuous_usage_stats": False}}
     assert received == b"".join(setup.engine.events("/v1/chat/completions", body))
+
+
+def test_a_stream_with_several_choices_keeps_its_bytes_and_counts_every_choice(setup: Setup) -> None:
+    body = chat(stream=True, n=3, max_tokens=4)
+    setup.engine.bodies.clear()
+    status, data, rid = post(setup.gateway, "/v1/chat/completions", KEYS["alpha"], raw(body))
+    assert status == 200
+    assert setup.engine.bodies[-1]["stream_options"]["include_usage"] is True
+    expected = b"".join(setup.engine.events("/v1/chat/completions", body))
+    assert expected.count(FINGERPRINT.encode()) == 3  # one per finishing chunk
+    assert data == expected
+    assert records(setup.gateway, [rid])[rid]["completion_tokens"] == 4 + 3 + 2
