@@ -77,12 +77,15 @@ class Tally:
                    requests={(str(a), str(b), str(c)): int(v) for a, b, c, v in data.get("requests", [])})
 
 
-def _complete_lines(handle: Any, offset: int) -> tuple[list[bytes], int]:
-    """The whole lines from `offset` on, and the offset after the last one (a line nginx is still writing waits)."""
+def _complete_lines(handle: Any, offset: int) -> Iterator[tuple[bytes, int]]:
+    """Each whole line from `offset` on with the offset after it, read as a stream (a first read of a large log
+    holds one line at a time); a line nginx is still writing waits for the next read."""
     handle.seek(offset)
-    data = handle.read()
-    end = data.rfind(b"\n") + 1
-    return data[:end].splitlines(), offset + end
+    for line in handle:
+        if not line.endswith(b"\n"):
+            return
+        offset += len(line)
+        yield line, offset
 
 
 def read_new(log: Path, state_file: Path) -> Tally:
@@ -92,23 +95,28 @@ def read_new(log: Path, state_file: Path) -> Tally:
         tally, inode, offset = Tally.from_json(state), int(state["inode"]), int(state["offset"])
     except (OSError, ValueError, KeyError, TypeError):
         tally, inode, offset = Tally(), -1, 0  # first read (or a state lost): count the log from its start
-    lines: list[bytes] = []
+
+    def count(handle: Any, start: int) -> int:
+        end = start
+        for line, after in _complete_lines(handle, start):
+            record = parse(line.decode("utf-8", "replace"))
+            if record is not None:
+                tally.add(record)
+            end = after
+        return end
+
     current = log.stat()
     if current.st_ino != inode and inode != -1:
         # Rotated since the last read: the rest of the old file is now `.1` (Debian's logrotate, delaycompress).
         old = log.with_name(log.name + ".1")
         if old.exists() and old.stat().st_ino == inode:
             with old.open("rb") as handle:
-                lines += _complete_lines(handle, offset)[0]
+                count(handle, offset)
         offset = 0
     elif current.st_size < offset:
         offset = 0  # truncated in place (copytruncate)
     with log.open("rb") as handle:
-        new, offset = _complete_lines(handle, offset)
-    for line in lines + new:
-        record = parse(line.decode("utf-8", "replace"))
-        if record is not None:
-            tally.add(record)
+        offset = count(handle, offset)
     _write_atomic(state_file, json.dumps({"inode": current.st_ino, "offset": offset, **tally.to_json()}))
     return tally
 
