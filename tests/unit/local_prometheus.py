@@ -101,6 +101,14 @@ def running_prometheus(engines: dict[str, Engine], tmp: Path) -> Iterator[str]:
     (tmp / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"scrape_configs:\n  - job_name: engine\n    static_configs:\n{targets}\n")
+    with prometheus_server(tmp) as base:
+        yield base
+
+
+@contextmanager
+def prometheus_server(tmp: Path) -> Iterator[str]:
+    """A real Prometheus on a free loopback port with `tmp`/prometheus.yml and its data in `tmp`/data (which may
+    hold backfilled blocks already); its base URL. Stopped by its own process handle."""
     port = free_port()
     log = (tmp / "prometheus.log").open("w")
     proc = subprocess.Popen([require_tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import configparser
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,6 +25,7 @@ import yaml
 
 from enclave.monitoring import signals
 from tests.host_tools import require_tool
+from tests.unit.local_prometheus import prometheus_server
 from tests.unit.role_render import REPO, ROLES, render, run_play
 
 DASHBOARDS_DIR = REPO / "templates" / "monitoring" / "dashboards"
@@ -84,12 +84,6 @@ ALL_QUERIES = [(path.name, where, substitute(expr, variables_of(load(path))))
 
 
 # -- a real Prometheus on loopback --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def api_query(base: str, expr: str, at: int | None = None) -> dict[str, Any]:
     """Prometheus's answer to an instant query (at `at`, else now): a parse or type error is `status: error`."""
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **({"time": at} if at else {})})
@@ -186,33 +180,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                str(tmp / "series.om"), str(tmp / "data")], capture_output=True, text=True,
                               timeout=120, check=False)
     assert backfill.returncode == 0, backfill.stderr[-2000:]
-    port = free_port()
-    log = (tmp / "prometheus.log").open("w")
-    proc = subprocess.Popen([require_tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not get ready: {(tmp / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+    with prometheus_server(tmp) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def test_the_dashboards_are_there() -> None:
