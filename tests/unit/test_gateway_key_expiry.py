@@ -5,8 +5,6 @@ reload), and a revoke's graceful reload refuses the key at once while a stream i
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +17,11 @@ import pytest
 from enclave.gateway import keys
 from tests.host_tools import require_tool
 from tests.unit.test_gateway_nginx import (
-    NODES,
-    Engine,
     Gateway,
     events,
     free_port,
-    lay_out_prefix,
     rendered,
+    serving,
     stream,
 )
 
@@ -57,21 +53,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                                         {"name": "doomed", "key": DOOMED_OLD, "expires": expires + 3600}]
     files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True, keys=KEYS,
                      settings={"gateway_retired_api_keys": retired})["gw"]
-    prefix = lay_out_prefix(tmp, files)
-    engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
-    for engine in engines.values():
-        engine.start()
-    gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
-    checked = gw.nginx("-t")
-    assert checked.returncode == 0, checked.stderr
-    started = gw.nginx()
-    assert started.returncode == 0, started.stderr
-    pid = int((prefix / "nginx.pid").read_text())
-    yield Served(gw, tmp, engine_port, https_port, expires, retired)
-    os.kill(pid, signal.SIGQUIT)
-    for engine in engines.values():
-        engine.release.set()
-        engine.stop()
+    with serving(tmp, files, engine_port, https_port) as gw:
+        yield Served(gw, tmp, engine_port, https_port, expires, retired)
 
 
 def _status(gateway: Gateway, key: str) -> int:

@@ -6,8 +6,6 @@ over the client's size is 413. And `nginx -t` accepts what the role renders for 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -20,13 +18,12 @@ import pytest
 from tests.host_tools import require_tool
 from tests.unit.test_gateway_nginx import (
     ENGINE_KEY,
-    NODES,
-    Engine,
     Gateway,
     events,
     free_port,
     lay_out_prefix,
     rendered,
+    serving,
 )
 
 KEYS = {"free": "fr-" + "f" * 30, "flood": "fl-" + "l" * 30, "slow": "sl-" + "s" * 30,
@@ -45,19 +42,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     engine_port, https_port = free_port(), free_port()
     files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True, keys=KEYS,
                      settings={"gateway_client_limits": LIMITS})["gw"]
-    prefix = lay_out_prefix(tmp, files)
-    engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
-    for engine in engines.values():
-        engine.start()
-    gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
-    started = gw.nginx()
-    assert started.returncode == 0, started.stderr
-    pid = int((prefix / "nginx.pid").read_text())
-    yield gw
-    os.kill(pid, signal.SIGQUIT)
-    for engine in engines.values():
-        engine.release.set()
-        engine.stop()
+    with serving(tmp, files, engine_port, https_port) as gw:
+        yield gw
 
 
 def _is_limit_error(status: int, headers: dict[str, str], body: bytes, retry_after: str = "1") -> None:

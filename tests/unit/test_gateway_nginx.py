@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -197,27 +198,39 @@ def lay_out_prefix(tmp: Path, files: dict[str, str]) -> Path:
     return prefix
 
 
+@contextmanager
+def serving(tmp: Path, files: dict[str, str], engine_port: int, https_port: int) -> Iterator[Gateway]:
+    """A real nginx with the rendered files (after `nginx -t`) in front of one stand-in engine per node; both
+    stopped afterwards (nginx by its own pid, gracefully)."""
+    prefix = lay_out_prefix(tmp, files)
+    engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
+    for engine in engines.values():
+        engine.start()
+    gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
+    try:
+        checked = gw.nginx("-t")
+        assert checked.returncode == 0, checked.stderr
+        started = gw.nginx()
+        assert started.returncode == 0, started.stderr
+        pid = int((prefix / "nginx.pid").read_text())
+        try:
+            yield gw
+        finally:
+            os.kill(pid, signal.SIGQUIT)
+    finally:
+        for engine in engines.values():
+            engine.release.set()
+            engine.stop()
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     require_tool("nginx")
     tmp = tmp_path_factory.mktemp("gateway")
     engine_port, https_port = free_port(), free_port()
     files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=[], make_ca=True)["gw"]
-    prefix = lay_out_prefix(tmp, files)
-    engines = {name: Engine(name, address, engine_port) for name, address in NODES.items()}
-    for engine in engines.values():
-        engine.start()
-    gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
-    checked = gw.nginx("-t")
-    assert checked.returncode == 0, checked.stderr
-    started = gw.nginx()
-    assert started.returncode == 0, started.stderr
-    pid = int((prefix / "nginx.pid").read_text())
-    yield gw
-    os.kill(pid, signal.SIGQUIT)
-    for engine in engines.values():
-        engine.release.set()
-        engine.stop()
+    with serving(tmp, files, engine_port, https_port) as gw:
+        yield gw
 
 
 def test_kit_ca_files_are_private_and_verify(gateway: Gateway) -> None:
