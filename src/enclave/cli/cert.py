@@ -9,6 +9,7 @@ and after, as a client would, and fails when it still expires within `enclave_ce
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,15 +48,16 @@ RELOAD_SETTLE_S = 15.0
 
 
 def settled(target: GatewayTarget, before: cert.ServedCert | None, *, wait_s: float = RELOAD_SETTLE_S,
-            step_s: float = 0.5) -> cert.ServedCert:
+            step_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> cert.ServedCert:
     """The served certificate once the reload shows: another serial than `before`, else what is served after
     `wait_s` (an operator's files that did not change keep their serial)."""
-    deadline = time.monotonic() + wait_s
+    deadline = clock() + wait_s
     while True:
         after = cert.served(target)
-        if before is None or after.serial != before.serial or time.monotonic() >= deadline:
+        if before is None or after.serial != before.serial or clock() >= deadline:
             return after
-        time.sleep(step_s)
+        sleep(step_s)
 
 
 @app.command("renew")
