@@ -93,7 +93,8 @@ def test_table_and_json(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--since", "yesterday"], "--since 'yesterday'"),
-                                               (["--client", ""], "--client ''")])
+                                               (["--client", ""], "--client ''"),
+                                               (["--client", "team a"], "is not a client name")])
 def test_bad_usage_exits_2_before_any_run(inventory: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
                                           message: str) -> None:
     fake = FakeRuns([[]])

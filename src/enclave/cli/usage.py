@@ -19,6 +19,7 @@ from enclave.cli.common import (
     use_vault,
 )
 from enclave.errors import UsageError
+from enclave.gateway import keys
 from enclave.gateway.usage import read_usage
 from enclave.runner.inventory import validate
 from enclave.timewindow import parse_since
@@ -35,8 +36,11 @@ def usage(
 ) -> None:
     """Per client: requests, prompt, completion and total tokens vLLM reported through the gateway since --since."""
     start = parse_since(since)
-    if client is not None and (not client or not client.isprintable()):
-        raise UsageError(f"--client {client[:40]!r}: give a client's name (a key of gateway_api_keys)")
+    if client is not None:
+        try:
+            keys.check_name(client)  # the one rule for a client's name
+        except UsageError as exc:
+            raise UsageError(f"--client {client[:40]!r}: {exc}") from None
     path = resolve_inventory(inventory)
     validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
     with err.status("reading the gateways' access logs"):
