@@ -22,6 +22,10 @@ from enclave.ssh_probe import probe_ssh
 _STOP_PATIENCE_S = 20
 
 
+class BootExit(SandboxError):
+    """systemd-nspawn ended (or stopped looking like this node's) before the node answered SSH."""
+
+
 @dataclass(frozen=True)
 class Node:
     sandbox: str
@@ -93,8 +97,9 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running(pid):
-                raise SandboxError(f"node {self.host.name}: systemd-nspawn exited during boot; "
-                                   f"see {self.home / 'console.log'}: {self._console_tail()}")
+                why = system.why_not_running(pid, f"--machine={self.machine}")
+                raise BootExit(f"node {self.host.name}: systemd-nspawn exited during boot ({why}); "
+                               f"see {self.home / 'console.log'}: {self._console_tail()}")
             if probe_ssh(str(self.host.address), timeout=2) is None:
                 return
             time.sleep(0.5)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -75,6 +76,26 @@ def pid_alive(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
     except OSError:
         return False
     return expect_in_cmdline in raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def why_not_running(pid: int, expect_in_cmdline: str) -> str:
+    """Why `pid_alive(pid, expect_in_cmdline)` said no, for an error message: how our child ended (reaping it), or
+    that a live PID no longer names what it ran."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        got, status = -1, 0
+    if got == pid:
+        if os.WIFSIGNALED(status):
+            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        return f"exited with status {os.waitstatus_to_exitcode(status)}"
+    if pid_running(pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmdline = "?"
+        return f"PID {pid} runs but its command line no longer names {expect_in_cmdline!r}: {cmdline[:200]!r}"
+    return "gone (not this process's child: its exit status is unknown)"
 
 
 def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
