@@ -155,6 +155,8 @@ INVENTORIES: dict[str, dict[str, Any]] = {
     "every override": {"gateway_client_limits": {
         "free": {"rate": "", "concurrent": 0}, "flood": {"rate": "500r/m", "burst": 0, "max_body_size": 4096},
         "slow": {"endpoints": ["/v1/models"]}, "narrow": {"max_body_size": "2g", "concurrent": 65535}}},
+    "max_tokens caps": {"gateway_client_max_tokens": 2048, "gateway_client_limits": {
+        "free": {"max_tokens": 0}, "flood": {"max_tokens": 100_000_000}}},
     "an endpoint only the default class may use": {
         "gateway_api_paths": ["/v1/models", "/v1/score"],
         "gateway_client_limits": {name: {"endpoints": ["/v1/models"]} for name in KEYS}},
@@ -176,6 +178,8 @@ def test_nginx_accepts_every_rendered_inventory(tmp_path: Path, name: str) -> No
         "one class location per overridden client and the default"
     if name == "no limits":
         assert "limit_req zone" not in conf and "limit_conn enclave" not in conf
+    if name == "max_tokens caps":  # per class, on the completion paths only
+        assert conf.count("set $enclave_max_tokens 2048;") == 2 and "set $enclave_max_tokens 100000000;" in conf
     if name == "an endpoint only the default class may use":
         score = conf[conf.index("location = /v1/score"):]
         assert 'if ($enclave_class !~ "^(c0)$")' in score[:score.index("rewrite")]

@@ -39,6 +39,16 @@ LIMITED = {**SECRETS, "gateway_api_keys": {"team-a": "t" * 32, "batch": "b" * 32
     ({"gateway_usage_max_body_size": "lots"}, "host 'gw01': gateway_usage_max_body_size: 'lots' is not an nginx size"),
     ({"gateway_usage_paths": ["/v1/chat/completions", "/v1/responses"]},
      "host 'gw01': gateway_usage_paths: /v1/responses not in gateway_api_paths"),
+    ({"gateway_client_max_tokens": -1},
+     "host 'gw01': gateway_client_max_tokens: '-1' is not a whole number 0-100000000"),
+    ({"gateway_client_max_tokens": "4k"}, "host 'gw01': gateway_client_max_tokens: '4k' is not a whole number"),
+    ({"gateway_client_limits": {"batch": {"max_tokens": 1.5}}},
+     "host 'gw01': gateway_client_limits entry 'batch' max_tokens: '1.5' is not a whole number"),
+    ({"gateway_client_limits": {"batch": {"max_tokens": True}}},
+     "host 'gw01': gateway_client_limits entry 'batch' max_tokens: 'True' is not a whole number"),
+    # A cap is enforced where the body is read: a completion path left unaccounted would be bounded by nothing.
+    ({"gateway_client_limits": {"batch": {"max_tokens": 512}}, "gateway_usage_paths": ["/v1/chat/completions"]},
+     "host 'gw01': gateway_usage_paths: a max_tokens cap is enforced on accounted paths only; add /v1/completions"),
 ])
 def test_bad_limits_touch_no_host(runs: list[object], inventory: Path, settings: dict[str, Any],  # noqa: F811
                                   said: str) -> None:
@@ -52,8 +62,8 @@ def test_bad_limits_touch_no_host(runs: list[object], inventory: Path, settings:
 
 def test_good_limits_pass(runs: list[object], inventory: Path) -> None:  # noqa: F811
     (inventory / "group_vars" / "all" / "secrets.yml").write_text(yaml.safe_dump({
-        **LIMITED, "gateway_client_rate": "30r/m", "gateway_client_concurrent": 0,
-        "gateway_client_limits": {"batch": {"rate": "", "burst": 5, "max_body_size": "1m",
+        **LIMITED, "gateway_client_rate": "30r/m", "gateway_client_concurrent": 0, "gateway_client_max_tokens": 4096,
+        "gateway_client_limits": {"batch": {"rate": "", "burst": 5, "max_body_size": "1m", "max_tokens": 0,
                                             "endpoints": ["/v1/completions"]}}}))
     result = _deploy(inventory)
     assert result.exit_code == 0, result.output
@@ -90,3 +100,29 @@ def test_verify_checks_with_a_client_that_has_no_limits_of_its_own() -> None:
     assert checking_client(keys, {}) == "a-narrow"
     assert checking_client(keys, None) == "a-narrow"
     assert checking_client({"only": "k"}, {"only": {"rate": "1r/m"}}) == "only"  # no other: still checked
+
+
+def _role_checks(tmp_path: Path, settings: dict[str, Any]) -> tuple[int, str]:
+    """The gateway role's own checks (tasks/validate.yml, for plain ansible-playbook runs) on `settings`."""
+    from tests.unit.role_render import run_play
+
+    tmp_path.mkdir(parents=True)
+    groups = {"enclave_nodes": {"n1": {"ansible_host": "127.0.0.11"}},
+              "enclave_gateway": {"gw": {"ansible_host": "127.0.0.10"}}}
+    proc = run_play(tmp_path, roles=["gateway"], groups=groups, hosts="enclave_gateway",
+                    task_files=("gateway/tasks/validate.yml",),
+                    extra={"enclave_private_network": "127.0.0.0/8", "gateway_engine_api_key": "e" * 30,
+                           "gateway_api_keys": {"batch": "b" * 32}, **settings})
+    return proc.returncode, " ".join(proc.stdout.split())
+
+
+def test_the_roles_own_checks_hold_max_tokens_to_the_same_rules(tmp_path: Path) -> None:
+    good = {"gateway_client_max_tokens": 4096, "gateway_client_limits": {"batch": {"max_tokens": 0}}}
+    assert _role_checks(tmp_path / "good", good)[0] == 0
+    for i, (settings, said) in enumerate((
+            ({"gateway_client_max_tokens": -1}, "gateway_client_max_tokens whole numbers"),
+            ({"gateway_client_limits": {"batch": {"max_tokens": "lots"}}}, "whole max_tokens up to 100000000"),
+            ({"gateway_client_max_tokens": 512, "gateway_usage_paths": ["/v1/chat/completions"]},
+             "add /v1/completions to gateway_usage_paths"))):
+        code, output = _role_checks(tmp_path / f"bad{i}", settings)
+        assert code != 0 and said in output, output[-2000:]

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +44,7 @@ class VllmLike:
 
     port: int
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)  # the same bodies, as the bytes received
     server: ThreadingHTTPServer | None = None
 
     def events(self, path: str, body: dict[str, Any]) -> list[bytes]:
@@ -110,6 +112,7 @@ class VllmLike:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                engine.raws.append(raw)
                 try:
                     body = json.loads(raw)
                 except ValueError:
@@ -165,24 +168,37 @@ class Setup:
     engine: VllmLike
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@contextmanager
+def accounting(tmp: Path, keys: dict[str, str], settings: dict[str, Any] | None = None) -> Iterator[Setup]:
+    """A real nginx with the role's files for `keys` and any other role `settings` (after `nginx -t`), in front
+    of one vLLM-like engine (node2 is drained)."""
     require_tool("nginx")
     require_njs()
-    tmp = tmp_path_factory.mktemp("usage")
     engine_port, https_port = free_port(), free_port()
     files = rendered(tmp, engine_port=engine_port, https_port=https_port, drained=["node2"], make_ca=True,
-                     keys=KEYS)["gw"]
+                     keys=keys, settings=settings)["gw"]
     prefix = lay_out_prefix(tmp, files)
     engine = VllmLike(engine_port)
     engine.start()
     gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", {}, files)
-    started = gw.nginx()
-    assert started.returncode == 0, started.stderr
-    pid = int((prefix / "nginx.pid").read_text())
-    yield Setup(gw, engine)
-    os.kill(pid, signal.SIGQUIT)
-    engine.stop()
+    try:
+        checked = gw.nginx("-t")
+        assert checked.returncode == 0, checked.stderr
+        started = gw.nginx()
+        assert started.returncode == 0, started.stderr
+        pid = int((prefix / "nginx.pid").read_text())
+        try:
+            yield Setup(gw, engine)
+        finally:
+            os.kill(pid, signal.SIGQUIT)
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    with accounting(tmp_path_factory.mktemp("usage"), KEYS) as ready:
+        yield ready
 
 
 def post(gw: Gateway, path: str, key: str, raw: bytes) -> tuple[int, bytes, str]:

@@ -1,10 +1,11 @@
 """The gateway's per-client limits, checked on the controller before any host is touched.
 
-The settings (gateway_client_rate, _burst, _concurrent, gateway_max_body_size, gateway_api_paths as every client's
-default; gateway_client_limits: client name -> overrides; and token accounting's gateway_usage_paths and
-gateway_usage_max_body_size) are described in the gateway role's defaults; what each
-takes (the setting names, the rate and size patterns) is read from the role's vars, so the rules are defined once
-and gateway/tasks/validate.yml asserts the same on the host. Messages name the host, the variable and the client.
+The settings (gateway_client_rate, _burst, _concurrent, _max_tokens, gateway_max_body_size, gateway_api_paths as
+every client's default; gateway_client_limits: client name -> overrides; and token accounting's gateway_usage_paths
+and gateway_usage_max_body_size) are described in the gateway role's defaults; what each
+takes (the setting names, the rate and size patterns, the paths a max_tokens cap bounds) is read from the role's
+vars, so the rules are defined once and gateway/tasks/validate.yml asserts the same on the host. Messages name the
+host, the variable and the client.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def check_client_limits(host: str, get: Callable[[str], Any], rules: dict[str, A
 
     for setting, name in (("rate", "gateway_client_rate"), ("burst", "gateway_client_burst"),
                           ("concurrent", "gateway_client_concurrent"), ("max_body_size", "gateway_max_body_size"),
-                          ("max_body_size", "gateway_usage_max_body_size")):
+                          ("max_body_size", "gateway_usage_max_body_size"), ("max_tokens", "gateway_client_max_tokens")):
         check(name, setting, get(name))
     # Token accounting's paths: any of the allow-list, or none (no accounting).
     accounted = get("gateway_usage_paths")
     if accounted not in (UNKNOWN, None, []):
         check("gateway_usage_paths", "endpoints", accounted)
     overrides = get("gateway_client_limits")
+    problems += _unaccounted_caps(host, get, rules, overrides)
     if overrides is UNKNOWN or overrides in (None, {}):
         return problems
     if not isinstance(overrides, dict):
@@ -64,15 +66,36 @@ def check_client_limits(host: str, get: Callable[[str], Any], rules: dict[str, A
     return problems
 
 
+def _unaccounted_caps(host: str, get: Callable[[str], Any], rules: dict[str, Any], overrides: Any) -> list[str]:
+    """A max_tokens cap is enforced where the gateway reads the body, on the accounted paths: a cap with a
+    completion path left out of gateway_usage_paths would silently bound nothing there."""
+    caps = [get("gateway_client_max_tokens")]
+    if isinstance(overrides, dict):
+        caps += [own.get("max_tokens") for own in overrides.values() if isinstance(own, dict)]
+    paths, accounted = get("gateway_api_paths"), get("gateway_usage_paths")
+    if not any(_whole(cap) and cap > 0 for cap in caps) or not isinstance(paths, list) or accounted is UNKNOWN:
+        return []
+    missing = [p for p in rules["gateway_max_tokens_paths"] if p in paths and p not in (accounted or [])]
+    if not missing:
+        return []
+    return [f"host '{host}': gateway_usage_paths: a max_tokens cap is enforced on accounted paths only; add "
+            f"{', '.join(missing)} or set the caps to 0 (docs/runbooks/gateway.md)"]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _problem(setting: str, value: Any, rate_re: re.Pattern[str], size_re: re.Pattern[str], paths: Any) -> str:
     if value is UNKNOWN or (isinstance(value, str) and "{{" in value):
         return ""
     if setting == "rate":
         ok = value in ("", None) or (isinstance(value, str) and rate_re.fullmatch(value))
         return "" if ok else f"{str(value)[:40]!r} is not a rate like 10r/s or 30r/m (empty: no rate limit)"
-    if setting in ("burst", "concurrent"):
-        most = 65535 if setting == "concurrent" else 1_000_000  # nginx's own bound on limit_conn
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+    if setting in ("burst", "concurrent", "max_tokens"):
+        # nginx's own bound on limit_conn; max_tokens: 0 is no cap
+        most = {"concurrent": 65535, "burst": 1_000_000, "max_tokens": 100_000_000}[setting]
+        ok = _whole(value) and 0 <= value <= most
         return "" if ok else f"{str(value)[:40]!r} is not a whole number 0-{most}"
     if setting == "max_body_size":
         ok = isinstance(value, (str, int)) and not isinstance(value, bool) and size_re.fullmatch(str(value))
