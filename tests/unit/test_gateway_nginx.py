@@ -208,19 +208,26 @@ def serving(tmp: Path, files: dict[str, str], engine_port: int, https_port: int)
         engine.start()
     gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", engines, files)
     try:
-        checked = gw.nginx("-t")
-        assert checked.returncode == 0, checked.stderr
-        started = gw.nginx()
-        assert started.returncode == 0, started.stderr
-        pid = int((prefix / "nginx.pid").read_text())
-        try:
+        with running(gw):
             yield gw
-        finally:
-            os.kill(pid, signal.SIGQUIT)
     finally:
         for engine in engines.values():
             engine.release.set()
             engine.stop()
+
+
+@contextmanager
+def running(gw: Gateway) -> Iterator[None]:
+    """The gateway's nginx started (after `nginx -t`), and stopped afterwards by its own pid, gracefully."""
+    checked = gw.nginx("-t")
+    assert checked.returncode == 0, checked.stderr
+    started = gw.nginx()
+    assert started.returncode == 0, started.stderr
+    pid = int((gw.prefix / "nginx.pid").read_text())
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGQUIT)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ logs every request's tokens under its client."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import threading
 import time
@@ -24,7 +22,7 @@ import pytest
 
 from enclave.gateway import accesslog
 from tests.host_tools import require_njs, require_tool
-from tests.unit.test_gateway_nginx import Gateway, free_port, lay_out_prefix, rendered
+from tests.unit.test_gateway_nginx import Gateway, free_port, lay_out_prefix, rendered, running
 
 KEYS = {"alpha": "al-" + "a" * 30, "beta": "be-" + "b" * 30}
 ENGINE = "127.0.0.11"  # node1 of test_gateway_nginx's NODES; node2 is drained
@@ -182,15 +180,8 @@ def accounting(tmp: Path, keys: dict[str, str], settings: dict[str, Any] | None 
     engine.start()
     gw = Gateway(prefix, https_port, tmp / "pki" / "ca.crt", {}, files)
     try:
-        checked = gw.nginx("-t")
-        assert checked.returncode == 0, checked.stderr
-        started = gw.nginx()
-        assert started.returncode == 0, started.stderr
-        pid = int((prefix / "nginx.pid").read_text())
-        try:
+        with running(gw):
             yield Setup(gw, engine)
-        finally:
-            os.kill(pid, signal.SIGQUIT)
     finally:
         engine.stop()
 

@@ -31,7 +31,8 @@ def check_client_limits(host: str, get: Callable[[str], Any], rules: dict[str, A
 
     for setting, name in (("rate", "gateway_client_rate"), ("burst", "gateway_client_burst"),
                           ("concurrent", "gateway_client_concurrent"), ("max_body_size", "gateway_max_body_size"),
-                          ("max_body_size", "gateway_usage_max_body_size"), ("max_tokens", "gateway_client_max_tokens")):
+                          ("max_body_size", "gateway_usage_max_body_size"),
+                          ("max_tokens", "gateway_client_max_tokens")):
         check(name, setting, get(name))
     # Token accounting's paths: any of the allow-list, or none (no accounting).
     accounted = get("gateway_usage_paths")
