@@ -22,6 +22,7 @@ import yaml
 from enclave.checks.runner import run_checks
 from enclave.gateway import cert, keys
 from enclave.gateway.client import GatewayTarget
+from enclave.sandbox.client_keys import LIMITS
 from tests.integration.conftest import enclave, mark_dirty, ssh
 from tests.integration.nethelpers import (
     Gateway,
@@ -511,3 +512,30 @@ def test_usage_per_client_equals_what_the_responses_reported(gateway: Gateway, m
         for kind in ("prompt", "completion"):
             delta = counters_after.get((client, kind), 0) - counters_before.get((client, kind), 0)
             assert delta == want[f"{kind}_tokens"], (client, kind, delta, want)
+
+
+def test_a_capped_client_is_refused_above_its_max_tokens_and_held_to_it_when_it_names_none(
+        gateway: Gateway, model: str) -> None:
+    """sandbox-limited may ask for at most 16 tokens (enclave.sandbox.client_keys.LIMITS); sandbox-tests has no cap.
+    ignore_eos makes vLLM generate until its limit, so the tokens generated show the limit it was given."""
+    import openai
+
+    cap = LIMITS["sandbox-limited"]["max_tokens"]
+    capped, free = openai_client(gateway, "sandbox-limited"), openai_client(gateway, "sandbox-tests")
+    messages = [{"role": "user", "content": "Count: one two three"}]
+    common: dict[str, Any] = {"model": model, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    time.sleep(3)  # the rate test drained this client's 1 r/s burst-2 bucket: three requests fit again after 3 s
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        capped.chat.completions.create(messages=messages, max_tokens=cap + 1, **common)
+    assert refused.value.status_code == 400 and refused.value.body["param"] == "max_tokens"
+    assert f"above this API key's limit of {cap}" in refused.value.body["message"]
+
+    named = capped.chat.completions.create(messages=messages, max_tokens=cap, **common)
+    assert named.usage is not None and named.usage.completion_tokens == cap
+    unnamed = capped.chat.completions.create(messages=messages, **common)
+    assert unnamed.usage is not None and unnamed.usage.completion_tokens == cap, \
+        "a capped client that named no max_tokens was not held to its cap"
+
+    longer = free.chat.completions.create(messages=messages, max_tokens=cap + 8, **common)
+    assert longer.usage is not None and longer.usage.completion_tokens == cap + 8, "a client without a cap was capped"

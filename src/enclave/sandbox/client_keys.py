@@ -12,9 +12,10 @@ from enclave.gateway import keys
 
 VARS_FILE = "gateway.yml"
 # Named clients, so the keys' names show in the gateway's access log and tests can tell them apart. The last one
-# has a low rate (LIMITS), so the first deploy already shows a client over its limit refused while others are not.
+# has a low rate and a max_tokens cap (LIMITS), so the first deploy already shows a client over its limits refused
+# while others are not.
 CLIENTS = ("sandbox-demo", "sandbox-tests", "sandbox-limited")
-LIMITS = {"sandbox-limited": {"rate": "1r/s", "burst": 2}}
+LIMITS = {"sandbox-limited": {"rate": "1r/s", "burst": 2, "max_tokens": 16}}
 
 
 def write_gateway_vars(inventory_dir: Path) -> Path:
