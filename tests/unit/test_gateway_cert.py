@@ -108,6 +108,9 @@ def served_at(days: float) -> cert.ServedCert:
     (21.5, None),
     (20.9, "expires within 21 days (valid until 2026-12-25 09:36 UTC (20 days))"),
     (-3, "expired 2026-12-01 12:00 UTC (3 days ago)"),
+    (0.85, "(valid until 2026-12-05 08:24 UTC (20 hours))"),
+    (-0.5, "expired 2026-12-04 00:00 UTC (12 hours ago)"),
+    (1 / 24 + 1e-6, "(1 hour)"),
 ])
 def test_problem_names_the_margin_and_the_date(days: float, expected: str | None) -> None:
     found = cert.problem(served_at(days), NOW, 21)

@@ -81,8 +81,16 @@ def describe(cert: ServedCert, now: datetime) -> str:
     when = cert.not_after.strftime("%Y-%m-%d %H:%M UTC")
     left = days_left(cert, now)
     if left <= 0:
-        return f"expired {when} ({int(-left)} days ago)"
-    return f"valid until {when} ({int(left)} days)"
+        return f"expired {when} ({_span(-left)} ago)"
+    return f"valid until {when} ({_span(left)})"
+
+
+def _span(days: float) -> str:
+    """Whole days, rounded down; under two days in hours, so a certificate with 20 hours left never reads `0 days`."""
+    if days >= 2:
+        return f"{int(days)} days"
+    hours = int(days * 24)
+    return f"{hours} hour{'' if hours == 1 else 's'}"
 
 
 def problem(cert: ServedCert, now: datetime, warn: int) -> str | None:
