@@ -23,7 +23,7 @@ from enclave.sandbox.image import BaseImage, host_debian_mirror
 from enclave.sandbox.node import BootExit, Node
 from enclave.sandbox.pkgrepo import PackageRepo, role_packages
 from enclave.sandbox.spec import SandboxSpec
-from enclave.ssh_probe import probe_ssh
+from enclave.ssh_probe import answers_ssh, probe_ssh
 from enclave.weights import signer
 
 Report = Callable[[str], None]
@@ -155,7 +155,7 @@ class Sandbox:
                 pid = state["nodes"].get(host.name)
                 if (node.running(pid) and network.host_plumbed(node.netns, host.veth_host(self.name),
                                                                 spec.bridge)
-                        and probe_ssh(str(host.address), timeout=2) is None):
+                        and answers_ssh(str(host.address))):
                     network.ensure_default_route(node.netns, spec.sink_address)
                     continue
                 report(f"starting {host.name} ({host.address})")
