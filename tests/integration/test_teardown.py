@@ -1,8 +1,8 @@
 """`enclave teardown` on the session's deployed sandbox, as its very last test (`destroys_sandbox` orders it
 after every other test): teardown --keep-weights keeps exactly the models and the keys that verify them (a
-redeploy of the service phases moves no weights), a full teardown leaves none of the kit's units, table, nginx or
-directories, and a rerun changes nothing. The session's first deploy is what it tears down, so no deploy of its
-own is paid for."""
+redeploy of the service phases moves no weights), a full teardown leaves none of the kit's units, table, nginx,
+directories or service users (and a same-named user the site made stays), and a rerun changes nothing. The
+session's first deploy is what it tears down, so no deploy of its own is paid for."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ systemctl is-active --quiet nginx && echo "nginx running"
 dpkg-query -W -f '${Status}\n' nginx 2>/dev/null | grep -q '^install ok installed' && echo "nginx installed"
 nft list table inet enclave >/dev/null 2>&1 && echo "table inet enclave"
 for d in /opt/enclave /etc/enclave /srv/enclave /etc/nginx/enclave; do test -e $d && echo "dir $d"; done
+for u in enclave-fetch enclave-seed; do getent passwd $u >/dev/null && echo "user $u";
+  getent group $u >/dev/null && echo "group $u"; done
 find /srv/enclave/models /etc/enclave -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/in /'
 true
 """
@@ -53,7 +55,8 @@ def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_ch
         deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
     before = probe(inventory)
     assert {"unit enclave-engine", "unit enclave-firewall", "table inet enclave", "dir /opt/enclave"} <= before["node1"]
-    gateway = {"unit enclave-weights-seed", "nginx running", "nginx installed", "dir /etc/nginx/enclave"}
+    gateway = {"unit enclave-weights-seed", "nginx running", "nginx installed", "dir /etc/nginx/enclave",
+               "user enclave-fetch", "group enclave-fetch", "user enclave-seed", "group enclave-seed"}
     assert gateway <= before["gateway"]
     models = {h: ssh(inventory, h, MODEL_FILES).stdout for h in ("node1", "node2")}
     assert all(models.values())
@@ -76,8 +79,14 @@ def test_teardown_keeps_weights_when_asked_removes_everything_else_and_reruns_ch
         again = ssh(inventory, host, MODEL_FILES).stdout
         assert set(again.splitlines()) ^ set(listing.splitlines()) == set(), host
 
-    enclave("teardown", "-i", str(inventory), "--yes", check=True)
-    assert probe(inventory) == {h: set() for h in hosts}
+    # A user of a kit user's name that the site made itself (no kit marker in its comment) stays.
+    ssh(inventory, "node1", "useradd --system --user-group --comment 'the site own seed' enclave-seed")
+    try:
+        enclave("teardown", "-i", str(inventory), "--yes", check=True)
+        assert probe(inventory) == {h: {"user enclave-seed", "group enclave-seed"} if h == "node1" else set()
+                                    for h in hosts}
+    finally:
+        ssh(inventory, "node1", "userdel enclave-seed")
     rerun = run_playbook(teardown_request(inventory, keep_weights=False))
     assert rerun.exit_code == 0
     assert {h: t.changed for h, t in rerun.progress.hosts.items()} == dict.fromkeys(hosts, 0)
