@@ -11,8 +11,9 @@ import typer
 from enclave import paths
 from enclave.cli.common import console, err, reports_errors
 from enclave.engine.build import KINDS, VLLM_VERSION, EngineBuild
-from enclave.engine.wheelhouse import Wheelhouse, sha256_file
+from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError, UsageError
+from enclave.hashing import sha256_file
 
 
 def _report(message: str) -> None:

@@ -7,7 +7,6 @@ is complete when bundle.json exists (written last), so an interrupted build is n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from enclave.engine.build import EngineBuild
 from enclave.engine.retag import normalize, parse_wheel_name, retag_wheel
 from enclave.errors import EnclaveError
+from enclave.hashing import sha256_file
 from enclave.locks import file_lock
 
 Report = Callable[[str], None]
@@ -30,14 +30,6 @@ _PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{n}_x86_64" for n in range
 
 def _quiet(_: str) -> None:
     pass
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_command(build: EngineBuild, dest: Path, *, python: str | None = None,

@@ -6,7 +6,6 @@ bytes, which is what lets a delta applied to an old kit be compared with a fresh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import EnclaveError, UsageError
+from enclave.hashing import sha256_file
 
 Report = Callable[[str], None]
 KIT_FORMAT = 1
@@ -29,19 +29,10 @@ NAMESPACE = "enclave-kit"
 IDENTITY = "enclave-kit"
 # Files that describe the kit rather than belong to it: never listed in KIT.json.
 META = frozenset({MANIFEST, SIGNATURE, PUBLIC_KEY, SUMS, DELTA, DELTA + ".sig"})
-CHUNK = 8 * 1024 * 1024
 
 
 class KitRefused(EnclaveError):
     """A kit that fails verification (bad signature, a file missing or changed)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_files(root: Path) -> list[str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from enclave.engine.build import SANDBOX_BUILD
-from enclave.engine.wheelhouse import Wheelhouse, sha256_file
+from enclave.engine.wheelhouse import Wheelhouse
+from enclave.hashing import sha256_file
 
 VARS_FILE = "engine.yml"
 

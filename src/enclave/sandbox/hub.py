@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from enclave.engine.wheelhouse import requirements_lines, sha256_file
+from enclave.engine.wheelhouse import requirements_lines
 from enclave.errors import SandboxError
+from enclave.hashing import sha256_file
 from enclave.mirror.repo import publish
 from enclave.sandbox import system
 from enclave.sandbox.services import Daemon

@@ -15,7 +15,6 @@ directory the weights role stages as a `local` source; nothing is trusted before
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import socket
@@ -27,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enclave.errors import EnclaveError, UsageError
+from enclave.hashing import sha256_file
 from enclave.revision import check_revision
 from enclave.weights import nodetool
 
@@ -50,14 +50,6 @@ class Bundle:
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:
@@ -146,12 +138,12 @@ def _pack(repo: str, revision: str, bundle: Path, work: Path, source_dir: Path |
         shutil.move(str(files / nodetool.MANIFEST_NAME), staged / nodetool.MANIFEST_NAME)
         parts = _write_parts(files, built.manifest, staged, split_bytes, report)
         shutil.rmtree(files)
-        sums = [f"{_sha256(staged / nodetool.MANIFEST_NAME)}  {nodetool.MANIFEST_NAME}"]
-        sums += [f"{_sha256(staged / f'{PART_PREFIX}{i:03d}')}  {PART_PREFIX}{i:03d}" for i in range(parts)]
+        sums = [f"{sha256_file(staged / nodetool.MANIFEST_NAME)}  {nodetool.MANIFEST_NAME}"]
+        sums += [f"{sha256_file(staged / f'{PART_PREFIX}{i:03d}')}  {PART_PREFIX}{i:03d}" for i in range(parts)]
     else:
         shutil.rmtree(files / nodetool.HUB_CLIENT_DIR, ignore_errors=True)
         files.rename(staged / "files")
-        sums = [f"{_sha256(staged / 'files' / nodetool.MANIFEST_NAME)}  files/{nodetool.MANIFEST_NAME}"]
+        sums = [f"{sha256_file(staged / 'files' / nodetool.MANIFEST_NAME)}  files/{nodetool.MANIFEST_NAME}"]
         sums += [f"{e.sha256}  files/{e.path}" for e in built.manifest.entries]  # hashed once, above
     (staged / SUMS_NAME).write_text("\n".join(sums) + "\n")
     info = {"format": BUNDLE_FORMAT, "repo": repo, "revision": revision, "files": built.manifest.files,
@@ -248,7 +240,7 @@ def check(bundle: Path, dest: Path | None = None, report: Report = _quiet) -> tu
         raise EnclaveError(f"{bundle}: {SUMS_NAME} does not cover {manifest_rel}")
     # The parts (or the manifest) are checked here; the model files are checked against the manifest below.
     for rel, digest in listed.items():
-        if (info["parts"] or rel == manifest_rel) and _sha256(bundle / rel) != digest:
+        if (info["parts"] or rel == manifest_rel) and sha256_file(bundle / rel) != digest:
             raise EnclaveError(f"{bundle / rel}: sha256 does not match {SUMS_NAME}; the bundle was damaged")
     files = bundle / "files"
     if info["parts"]:
