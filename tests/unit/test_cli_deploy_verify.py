@@ -3,7 +3,6 @@ how a failed check sets the exit code. The playbook run and the check run are re
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from enclave.cli import app
 from enclave.cli import results as results_cli
 from enclave.cli.results import check_modules_for_tags
 from enclave.runner import HostTally, RunProgress
-from tests.unit.test_cli_plan import REV, SHIPPED, _offline_deploy, write_facts, write_secrets
+from tests.unit.offline_cli import offline_deploy, write_facts
 
 runner = CliRunner()
 PASSING = [CheckResult("gpu01", "base", "service_user", "passed"), CheckResult("gw01", "nvidia", "driver_loaded",
@@ -24,20 +23,11 @@ FAILING = [*PASSING, CheckResult("gpu02", "base", "time_sync", "failed", "chrony
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> Path:
-    copy = tmp_path / "h200-cluster"
-    shutil.copytree(SHIPPED, copy)
-    (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
-    write_secrets(copy)
-    return copy
-
-
-@pytest.fixture
 def deploy(isolated_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Offline deploy whose playbook run succeeds on gpu01 and gpu02, with the check run recorded."""
     from enclave.cli import deploy as deploy_cli
 
-    _offline_deploy(monkeypatch, write_facts(tmp_path))
+    offline_deploy(monkeypatch, write_facts(tmp_path))
     seen: dict[str, Any] = {"checks": [], "results": PASSING}
 
     def run(request: Any, *args: Any, **kwargs: Any) -> Any:

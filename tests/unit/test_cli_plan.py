@@ -11,39 +11,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from enclave import paths
 from enclave.cli import app
 from enclave.plan import planfile
+from tests.unit.offline_cli import REV, SHIPPED, offline_deploy, write_facts, write_secrets
 from tests.unit.recorded_facts import h200_node, host
 
 runner = CliRunner()
-SHIPPED = paths.share_dir() / "inventory" / "h200-cluster"
-REV = "0123456789abcdef0123456789abcdef01234567"
-# What a deploy cannot go without, checked before any host is touched (enclave.plan.settings); vaulted on a real site.
-SECRETS = {"engine_api_key": "e" * 32, "gateway_api_keys": {"team-a": "t" * 32},
-           "weights_source": {"type": "hf", "endpoint": "http://hub.example.internal"}}
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    """The example as an operator finishes it: the shipped files plus the revision they vetted."""
-    copy = tmp_path / "h200-cluster"
-    shutil.copytree(SHIPPED, copy)
-    (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
-    write_secrets(copy)
-    return copy
-
-
-def write_secrets(inventory_dir: Path) -> None:
-    (inventory_dir / "group_vars" / "all" / "secrets.yml").write_text(yaml.safe_dump(SECRETS))
-
-
-def write_facts(tmp_path: Path, **gpu02: object) -> Path:
-    facts = {"gpu01": h200_node("10.40.0.11/24"), "gpu02": h200_node(**{"address": "10.40.0.12/24", **gpu02}),
-             "gw01": host(address="10.40.0.10/24", free_gb=900)}
-    path = tmp_path / "facts.json"
-    path.write_text(json.dumps(facts))
-    return path
 
 
 def test_plan_shows_facts_and_is_ready(isolated_state: Path, tmp_path: Path, example: Path) -> None:
@@ -169,32 +142,12 @@ def test_plan_with_facts_missing_a_host(isolated_state: Path, tmp_path: Path, ex
     assert result.exit_code == 2 and "no facts for gpu02, gw01" in result.output
 
 
-def _offline_deploy(monkeypatch: pytest.MonkeyPatch, facts: Path) -> list[object]:
-    """deploy with the SSH probe off, facts from a recording, and the playbook run recorded instead of started."""
-    from enclave.cli import deploy as deploy_cli
-    from enclave.plan.gather import load_recorded
-    from enclave.runner.inventory import validate
-
-    runs: list[object] = []
-    monkeypatch.setattr(deploy_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
-    monkeypatch.setattr(deploy_cli, "gather", lambda path: load_recorded(facts))
-
-    def record(request: object, *args: object, **kwargs: object) -> object:
-        runs.append(request)
-        return type("Result", (), {"exit_code": 0})()
-
-    monkeypatch.setattr(deploy_cli, "run_with_progress", record)
-    # the checks after a successful run have their own tests (test_cli_deploy_verify.py)
-    monkeypatch.setattr(deploy_cli, "short_verify", lambda *args, **kwargs: 0)
-    return runs
-
-
 def test_deploy_that_cannot_plan_stops_before_the_playbook(isolated_state: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "inv"
     shutil.copytree(SHIPPED, copy)  # no revision pinned
     write_secrets(copy)
-    runs = _offline_deploy(monkeypatch, write_facts(tmp_path))
+    runs = offline_deploy(monkeypatch, write_facts(tmp_path))
     result = runner.invoke(app, ["deploy", "-i", str(copy)], env={"COLUMNS": "400"})
     assert result.exit_code == 1 and runs == []
     assert "PlanRefused" in result.output and "enclave_model_revision" in result.output
@@ -203,7 +156,7 @@ def test_deploy_that_cannot_plan_stops_before_the_playbook(isolated_state: Path,
 
 def test_deploy_writes_the_plan_then_runs_site(isolated_state: Path, tmp_path: Path, example: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = _offline_deploy(monkeypatch, write_facts(tmp_path))
+    runs = offline_deploy(monkeypatch, write_facts(tmp_path))
     result = runner.invoke(app, ["deploy", "-i", str(example)], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     [request] = runs

@@ -15,7 +15,7 @@ from enclave.cli import app
 from enclave.cli import teardown as teardown_cli
 from enclave.cli.teardown import inventory_name, teardown_request
 from enclave.runner.inventory import validate
-from tests.unit.test_cli_plan import SHIPPED
+from tests.unit.offline_cli import SHIPPED
 
 runner = CliRunner()
 

@@ -23,7 +23,7 @@ from enclave.plan import planfile
 from enclave.runner import RunProgress
 from enclave.runner.events import TaskFailure
 from enclave.runner.inventory import validate
-from tests.unit.test_cli_plan import SHIPPED
+from tests.unit.offline_cli import SHIPPED
 from tests.unit.test_rollout import NEW, OLD, PLAN, _build, _state
 
 runner = CliRunner()

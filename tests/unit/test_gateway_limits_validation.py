@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_cli_plan import SECRETS
+from tests.unit.offline_cli import SECRETS
 from tests.unit.test_validation_holes import _deploy, inventory, runs  # noqa: F401 - fixtures
 
 LIMITED = {**SECRETS, "gateway_api_keys": {"team-a": "t" * 32, "batch": "b" * 32}}

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from enclave.cli import app
 from enclave.plan.inventory import MAX_FILE_BYTES
-from tests.unit.test_cli_plan import REV, SECRETS, SHIPPED, write_secrets
+from tests.unit.offline_cli import REV, SECRETS, SHIPPED, write_secrets
 
 runner = CliRunner()
 BINARY = bytes(range(256)) * 64

@@ -19,8 +19,8 @@ import yaml
 
 from enclave.sandbox import engine_settings as engine_sandbox
 from enclave.sandbox import hub
+from tests.unit.offline_cli import SECRETS
 from tests.unit.role_render import ROLES, run_play
-from tests.unit.test_cli_plan import SECRETS
 from tests.unit.test_engine_wheelhouse import make_wheel
 from tests.unit.test_validation_holes import _deploy, inventory, runs  # noqa: F401 - fixtures
 

@@ -25,7 +25,7 @@ from enclave.plan.inventory import MAX_FILE_BYTES
 from enclave.plan.profiles import load_profile
 from enclave.revision import check_revision
 from enclave.runner.inventory import validate
-from tests.unit.test_cli_plan import REV, SECRETS, SHIPPED, _offline_deploy, write_facts
+from tests.unit.offline_cli import REV, SECRETS, SHIPPED, offline_deploy, write_facts
 from tests.unit.test_inventory import write_inventory
 
 runner = CliRunner()
@@ -49,7 +49,7 @@ def inventory(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runs(isolated_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    return _offline_deploy(monkeypatch, write_facts(tmp_path))
+    return offline_deploy(monkeypatch, write_facts(tmp_path))
 
 
 def _deploy(inventory: Path, *args: str) -> Any:
