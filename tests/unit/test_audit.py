@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 
 from enclave import audit, paths
 from enclave.cli import app
-from enclave.runner.inventory import validate
+from tests.unit.offline_cli import offline_runs
 from tests.unit.test_inventory import write_inventory
 
 runner = CliRunner()
@@ -31,19 +30,10 @@ def _records() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def fake_drain(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """`enclave drain` with validation offline and the playbook run replaced by one that only notes its id."""
+    """`enclave drain` run offline, its playbook run noting a run id: the titles of the runs it started."""
     from enclave.cli import drain as drain_cli
 
-    started: list[str] = []
-
-    def run(request: Any, console: Any, title: str) -> Any:
-        started.append(title)
-        audit.note_run("20261204-180000-drain-abc123")
-        return SimpleNamespace(exit_code=0)
-
-    monkeypatch.setattr(drain_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
-    monkeypatch.setattr(drain_cli, "run_with_progress", run)
-    return started
+    return offline_runs(monkeypatch, drain_cli, run_id="20261204-180000-drain-abc123").titles
 
 
 def test_a_verb_is_recorded_with_who_when_what_commit_result_and_run(fake_drain: list[str], tmp_path: Path) -> None:

@@ -7,18 +7,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from enclave import audit, paths
+from enclave import paths
 from enclave.cli import app
 from enclave.cli import keys as keys_cli
 from enclave.gateway import keys
-from enclave.runner.inventory import validate
+from tests.unit.offline_cli import Runs, offline_runs
 from tests.unit.test_inventory import write_inventory
 
 runner = CliRunner()
@@ -26,19 +25,9 @@ KEY_IN_OUTPUT = re.compile(r"shown only now\): (\S+)")
 
 
 @pytest.fixture
-def runs(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Validation offline; the playbook run replaced by one that records its request and exit code 0."""
-    started: list[Any] = []
-
-    def run(request: Any, console: Any, title: str) -> Any:
-        started.append(request)
-        audit.note_run("20261205-080000-keys-abc123")
-        return SimpleNamespace(exit_code=getattr(run, "code", 0))
-
-    monkeypatch.setattr(keys_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
-    monkeypatch.setattr(keys_cli, "run_with_progress", run)
-    started.append(run)  # the first item: the fake itself, so a test can make it fail
-    return started
+def runs(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> Runs:
+    """keys run offline: the playbook runs it asked for (exit code 0 unless a test sets `runs.exit_code`)."""
+    return offline_runs(monkeypatch, keys_cli, run_id="20261205-080000-keys-abc123")
 
 
 def _file(inventory: Path) -> dict[str, Any]:
@@ -50,14 +39,14 @@ def _audit_text() -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_add_prints_the_key_once_and_nowhere_else(runs: list[Any], tmp_path: Path) -> None:
+def test_add_prints_the_key_once_and_nowhere_else(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     result = runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)])
     assert result.exit_code == 0, result.output
     [key] = KEY_IN_OUTPUT.findall(result.output)
     assert result.output.count(key) == 1 and re.fullmatch(r"[A-Za-z0-9._~+/=-]{20,200}", key)
     assert _file(inventory)["gateway_api_keys"] == {"team-a": key}
-    [request] = runs[1:]
+    [request] = runs
     assert request.playbook == "keys.yml" and not request.extra_vars and key not in repr(request)
     [record] = [json.loads(line) for line in _audit_text().splitlines()]
     assert record["verb"] == "keys add" and record["arguments"]["name"] == "team-a"
@@ -65,35 +54,35 @@ def test_add_prints_the_key_once_and_nowhere_else(runs: list[Any], tmp_path: Pat
     assert key not in _audit_text()
 
 
-def test_adding_an_existing_client_is_refused_before_anything_runs(runs: list[Any], tmp_path: Path) -> None:
+def test_adding_an_existing_client_is_refused_before_anything_runs(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     assert runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)]).exit_code == 0
     before = keys.keys_file(inventory).read_text()
     result = runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)])
     assert result.exit_code == 2
     assert "client 'team-a' already has a key" in result.output and "Traceback" not in result.output
-    assert keys.keys_file(inventory).read_text() == before and len(runs) == 2  # only the first add ran
+    assert keys.keys_file(inventory).read_text() == before and len(runs) == 1  # only the first add ran
 
 
 @pytest.mark.parametrize("name", ["team a", "x" * 65, "a/b"])
-def test_a_bad_client_name_is_refused(runs: list[Any], tmp_path: Path, name: str) -> None:
+def test_a_bad_client_name_is_refused(runs: Runs, tmp_path: Path, name: str) -> None:
     inventory = write_inventory(tmp_path)
     result = runner.invoke(app, ["keys", "add", name, "-i", str(inventory)])
     assert result.exit_code == 2 and "is not a client name" in result.output
-    assert not keys.keys_file(inventory).exists() and len(runs) == 1
+    assert not keys.keys_file(inventory).exists() and runs == []
 
 
-def test_keys_set_inline_in_the_inventory_are_refused_naming_the_file(runs: list[Any], tmp_path: Path) -> None:
+def test_keys_set_inline_in_the_inventory_are_refused_naming_the_file(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path, all_vars={"gateway_api_keys": {"team-a": "a" * 30}})
     result = runner.invoke(app, ["keys", "rotate", "team-a", "-i", str(inventory)])
     assert result.exit_code == 2, result.output
     flat = " ".join(result.output.split())
     assert str(inventory) in flat and "gateway_api_keys" in flat and "a" * 30 not in result.output
-    assert not keys.keys_file(inventory).exists() and len(runs) == 1
+    assert not keys.keys_file(inventory).exists() and runs == []
     assert inventory.read_text().count("a" * 30) == 1  # the operator's file is untouched
 
 
-def test_rotate_prints_only_the_new_key_and_keeps_the_old_for_the_grace(runs: list[Any], tmp_path: Path) -> None:
+def test_rotate_prints_only_the_new_key_and_keeps_the_old_for_the_grace(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     added = runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)])
     [old] = KEY_IN_OUTPUT.findall(added.output)
@@ -110,7 +99,7 @@ def test_rotate_prints_only_the_new_key_and_keeps_the_old_for_the_grace(runs: li
     assert old not in _audit_text() and new not in _audit_text()
 
 
-def test_revoke_removes_the_client_and_unknown_clients_are_refused(runs: list[Any], tmp_path: Path) -> None:
+def test_revoke_removes_the_client_and_unknown_clients_are_refused(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     for name in ("team-a", "team-b"):
         assert runner.invoke(app, ["keys", "add", name, "-i", str(inventory)]).exit_code == 0
@@ -124,7 +113,7 @@ def test_revoke_removes_the_client_and_unknown_clients_are_refused(runs: list[An
     assert again.exit_code == 2 and "no client 'team-a'" in again.output
 
 
-def test_list_shows_dates_and_expiries_never_a_key(runs: list[Any], tmp_path: Path) -> None:
+def test_list_shows_dates_and_expiries_never_a_key(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     for name in ("team-a", "team-b"):
         assert runner.invoke(app, ["keys", "add", name, "-i", str(inventory)]).exit_code == 0
@@ -140,9 +129,9 @@ def test_list_shows_dates_and_expiries_never_a_key(runs: list[Any], tmp_path: Pa
         assert value not in result.output
 
 
-def test_a_failed_run_exits_1_and_says_the_file_changed(runs: list[Any], tmp_path: Path) -> None:
+def test_a_failed_run_exits_1_and_says_the_file_changed(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
-    runs[0].code = 1
+    runs.exit_code = 1
     result = runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)])
     assert result.exit_code == 1
     flat = " ".join(result.output.split())
@@ -150,7 +139,7 @@ def test_a_failed_run_exits_1_and_says_the_file_changed(runs: list[Any], tmp_pat
     assert json.loads(_audit_text())["result"] == "failed"
 
 
-def test_with_a_vault_password_the_file_is_encrypted(runs: list[Any], tmp_path: Path) -> None:
+def test_with_a_vault_password_the_file_is_encrypted(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     password = tmp_path / "vault-pass"
     password.write_text("a vault password\n")
@@ -166,7 +155,7 @@ def test_with_a_vault_password_the_file_is_encrypted(runs: list[Any], tmp_path: 
     assert listed.exit_code == 0 and "team-a" in listed.output and key not in listed.output
 
 
-def test_apply_converges_the_file_as_it_is_and_drops_expired_old_keys(runs: list[Any], tmp_path: Path) -> None:
+def test_apply_converges_the_file_as_it_is_and_drops_expired_old_keys(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     ring = keys.KeyRing({"team-a": "a" * 30, "team-b": "b" * 30},
                         [{"name": "team-a", "key": "o" * 30, "expires": 1_000_000_000},
@@ -176,14 +165,14 @@ def test_apply_converges_the_file_as_it_is_and_drops_expired_old_keys(runs: list
     assert result.exit_code == 0, result.output
     assert KEY_IN_OUTPUT.findall(result.output) == [] and "a" * 30 not in result.output
     assert [r["key"] for r in _file(inventory)["gateway_retired_api_keys"]] == ["p" * 30]
-    assert [r.playbook for r in runs[1:]] == ["keys.yml"]
+    assert [r.playbook for r in runs] == ["keys.yml"]
     assert json.loads(_audit_text())["verb"] == "keys apply"
 
 
-def test_a_bad_grace_is_refused_before_anything_runs(runs: list[Any], tmp_path: Path) -> None:
+def test_a_bad_grace_is_refused_before_anything_runs(runs: Runs, tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path)
     assert runner.invoke(app, ["keys", "add", "team-a", "-i", str(inventory)]).exit_code == 0
     before = keys.keys_file(inventory).read_text()
     result = runner.invoke(app, ["keys", "rotate", "team-a", "--grace", "1w", "-i", str(inventory)])
     assert result.exit_code == 2 and "--grace '1w'" in result.output and "Traceback" not in result.output
-    assert keys.keys_file(inventory).read_text() == before and len(runs) == 2
+    assert keys.keys_file(inventory).read_text() == before and len(runs) == 1
