@@ -69,16 +69,22 @@ def _change(title: str, inventory: Path | None, verbose: int, vault_password_fil
     return key
 
 
+def _for_client(verb: str, done: str, name: str, change: Callable[[keys.KeyRing, str, datetime], str | None],
+                inventory: Path | None, verbose: int, vault_password_file: Path | None, ask_vault_pass: bool) -> None:
+    """A verb that changes one client's keys with `change(ring, name, now)` (add, revoke): the name checked first."""
+    keys.check_name(name)
+    _change(f"keys {verb} {name}", inventory, verbose, vault_password_file, ask_vault_pass,
+            lambda ring, now: change(ring, name, now))
+    console.print(f"client {name} {done} at the gateway")
+
+
 @app.command("add")
 @reports_errors
 @audited("keys add")
 def add(name: NameArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
         vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Give a new client a key (printed once) and let the gateway take it."""
-    keys.check_name(name)
-    _change(f"keys add {name}", inventory, verbose, vault_password_file, ask_vault_pass,
-            lambda ring, now: keys.add(ring, name, now))
-    console.print(f"client {name} added at the gateway")
+    _for_client("add", "added", name, keys.add, inventory, verbose, vault_password_file, ask_vault_pass)
 
 
 @app.command("rotate")
@@ -108,10 +114,7 @@ def rotate(name: NameArg, grace: GraceOpt = keys.DEFAULT_GRACE, inventory: Inven
 def revoke(name: NameArg, inventory: InventoryOpt = None, verbose: VerboseOpt = 0,
            vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Remove a client and every key it had (old ones in their grace too); the gateway refuses them at once."""
-    keys.check_name(name)
-    _change(f"keys revoke {name}", inventory, verbose, vault_password_file, ask_vault_pass,
-            lambda ring, now: keys.revoke(ring, name, now))
-    console.print(f"client {name} revoked at the gateway")
+    _for_client("revoke", "revoked", name, keys.revoke, inventory, verbose, vault_password_file, ask_vault_pass)
 
 
 @app.command("apply")
