@@ -4,7 +4,6 @@ storage, stopped by its PID; every wait is bounded."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -16,14 +15,9 @@ from pathlib import Path
 
 from enclave.status.history import HistoryUnavailable
 from tests.host_tools import require_tool
+from tests.unit.standin_http import free_port
 
 START_WAIT_S = 60  # Prometheus's start and first scrapes on a loaded 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 

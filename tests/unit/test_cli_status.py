@@ -26,7 +26,8 @@ from enclave.runner import collect as runner_collect
 from enclave.runner.inventory import validate
 from enclave.status import collect
 from enclave.status.history import History, Trend
-from tests.unit.local_prometheus import free_port, running_engines, running_prometheus, wait_for
+from tests.unit.local_prometheus import running_engines, running_prometheus, wait_for
+from tests.unit.standin_http import free_port
 
 runner = CliRunner()
 REV = "0123456789abcdef0123456789abcdef01234567"

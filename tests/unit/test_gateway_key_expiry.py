@@ -16,10 +16,10 @@ import pytest
 
 from enclave.gateway import keys
 from tests.host_tools import require_tool
+from tests.unit.standin_http import free_port
 from tests.unit.test_gateway_nginx import (
     Gateway,
     events,
-    free_port,
     rendered,
     serving,
     stream,

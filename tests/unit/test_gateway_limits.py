@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from tests.host_tools import require_tool
+from tests.unit.standin_http import free_port
 from tests.unit.test_gateway_nginx import (
     ENGINE_KEY,
     Gateway,
     events,
-    free_port,
     lay_out_prefix,
     rendered,
     serving,

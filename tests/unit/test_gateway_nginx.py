@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 
 from tests.host_tools import require_tool
 from tests.unit.role_render import render
+from tests.unit.standin_http import KeepAliveHandler, free_port, serve
 
 # The longest key the role accepts (200 characters) must fit nginx's map hash too.
 CLIENT_KEYS = {"team-a": "ta-" + "A" * 197, "batch": "bt-" + "b" * 40,
@@ -33,12 +34,6 @@ CLIENT_KEYS = {"team-a": "ta-" + "A" * 197, "batch": "bt-" + "b" * 40,
                "dotted": "d.t+" + "q" * 30}
 ENGINE_KEY = "engine-" + "e" * 30
 NODES = {"node1": "127.0.0.11", "node2": "127.0.0.12"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -56,12 +51,7 @@ class Engine:
     def start(self) -> None:
         engine = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(KeepAliveHandler):
             def _json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -105,8 +95,7 @@ class Engine:
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
 
-        self.server = ThreadingHTTPServer((self.address, self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(self.address, self.port, Handler)
 
     def stop(self) -> None:
         """Like a dead process: the listener and every open connection (the gateway's kept-alive ones) close."""

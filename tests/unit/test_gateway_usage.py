@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import pytest
 
 from enclave.gateway import accesslog
 from tests.host_tools import require_njs, require_tool
-from tests.unit.test_gateway_nginx import Gateway, free_port, lay_out_prefix, rendered, running
+from tests.unit.standin_http import KeepAliveHandler, free_port, serve
+from tests.unit.test_gateway_nginx import Gateway, lay_out_prefix, rendered, running
 
 KEYS = {"alpha": "al-" + "a" * 30, "beta": "be-" + "b" * 30}
 ENGINE = "127.0.0.11"  # node1 of test_gateway_nginx's NODES; node2 is drained
@@ -102,12 +102,7 @@ class VllmLike:
     def start(self) -> None:
         engine = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(KeepAliveHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 engine.raws.append(raw)
@@ -151,8 +146,7 @@ class VllmLike:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer((ENGINE, self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(ENGINE, self.port, Handler)
 
     def stop(self) -> None:
         if self.server is not None:

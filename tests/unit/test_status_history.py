@@ -17,11 +17,11 @@ from enclave.status.history import HistoryUnavailable, prometheus_url, read_hist
 from tests.unit.local_prometheus import (
     START_WAIT_S,
     Engine,
-    free_port,
     running_engines,
     running_prometheus,
     wait_for,
 )
+from tests.unit.standin_http import free_port
 
 
 @pytest.fixture(scope="module")
