@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from enclave import audit, paths
+from enclave.cli import common
 from enclave.runner.inventory import validate
 from tests.unit.recorded_facts import h200_node, host
 
@@ -57,8 +58,8 @@ class Runs(list[Any]):
 
 
 def offline_runs(monkeypatch: pytest.MonkeyPatch, verb: ModuleType, *, run_id: str | None = None) -> Runs:
-    """`verb` (a CLI verb module) with its inventory validated without the SSH probe and its playbook runs
-    recorded, each noting `run_id` in the audit trail as a real run notes its own."""
+    """Inventories validated without the SSH probe (every verb's, in cli.common) and the playbook runs of `verb`
+    (a CLI verb module) recorded, each noting `run_id` in the audit trail as a real run notes its own."""
     runs = Runs()
 
     def run(request: Any, *args: Any, title: str = "", **kwargs: Any) -> Any:
@@ -68,7 +69,7 @@ def offline_runs(monkeypatch: pytest.MonkeyPatch, verb: ModuleType, *, run_id: s
             audit.note_run(run_id)
         return SimpleNamespace(exit_code=runs.exit_code)
 
-    monkeypatch.setattr(verb, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
+    monkeypatch.setattr(common, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
     monkeypatch.setattr(verb, "run_with_progress", run)
     return runs
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from enclave import paths
-from enclave.cli import app
+from enclave.cli import app, common
 from enclave.cli import status as status_cli
 from enclave.contract import GATEWAY_STATUS_TASK as GATEWAY_TASK
 from enclave.contract import NODE_STATUS_TASK as NODE_TASK
@@ -43,7 +43,7 @@ def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_state: P
     shutil.copytree(paths.share_dir() / "inventory" / "h200-cluster", copy)
     (copy / "group_vars" / "all" / "revision.yml").write_text(f"enclave_model_revision: {REV}\n")
     planfile.write(copy, PLAN)
-    monkeypatch.setattr(status_cli, "validate", lambda path, **kw: validate(path, reachable=False, **kw))
+    monkeypatch.setattr(common, "validate", lambda path, **kw: validate(path, reachable=False, **kw))
     return copy
 
 

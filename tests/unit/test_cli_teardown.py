@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from enclave.cli import app
+from enclave.cli import app, common
 from enclave.cli import teardown as teardown_cli
 from enclave.cli.teardown import inventory_name, teardown_request
 from enclave.runner.inventory import validate
@@ -37,7 +37,7 @@ def runs(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return type("Result", (), {"exit_code": 0})()
 
     monkeypatch.setattr(teardown_cli, "run_with_progress", run)
-    monkeypatch.setattr(teardown_cli, "validate", functools.partial(validate, reachable=False))
+    monkeypatch.setattr(common, "validate", functools.partial(validate, reachable=False))
     return seen
 
 

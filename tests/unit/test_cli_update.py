@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from enclave.cli import app
+from enclave.cli import app, common
 from enclave.cli import update as update_cli
 from enclave.contract import BEFORE_DRAIN_PLAYS
 from enclave.engine.build import VLLM_VERSION
@@ -49,7 +49,7 @@ def runs(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         return type("Result", (), {"exit_code": seen["exit_code"], "progress": progress})()
 
     monkeypatch.setattr(update_cli, "run_with_progress", run)
-    monkeypatch.setattr(update_cli, "validate", functools.partial(validate, reachable=False))
+    monkeypatch.setattr(common, "validate", functools.partial(validate, reachable=False))
     return seen
 
 

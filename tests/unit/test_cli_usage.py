@@ -14,8 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from enclave import paths
-from enclave.cli import app
-from enclave.cli import usage as usage_cli
+from enclave.cli import app, common
 from enclave.contract import USAGE_TASK
 from enclave.gateway import usage
 from enclave.runner import collect as runner_collect
@@ -38,7 +37,7 @@ def sums(**clients: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
 def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_state: Path) -> Path:
     copy = tmp_path / "h200-cluster"
     shutil.copytree(paths.share_dir() / "inventory" / "h200-cluster", copy)
-    monkeypatch.setattr(usage_cli, "validate", lambda path, **kw: validate(path, reachable=False, **kw))
+    monkeypatch.setattr(common, "validate", lambda path, **kw: validate(path, reachable=False, **kw))
     return copy
 
 

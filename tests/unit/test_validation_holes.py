@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from enclave.cli import app
+from enclave.cli import app, common
 from enclave.errors import InventoryError, UsageError
 from enclave.plan.inventory import MAX_FILE_BYTES
 from enclave.plan.profiles import load_profile
@@ -160,7 +160,7 @@ def test_drain_of_a_host_the_inventory_lacks_stops_up_front(isolated_state: Path
     from enclave.cli import drain as drain_cli
 
     started: list[object] = []
-    monkeypatch.setattr(drain_cli, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
+    monkeypatch.setattr(common, "validate", lambda path, **kw: validate(path, **{**kw, "reachable": False}))
     monkeypatch.setattr(drain_cli, "run_with_progress", lambda *a, **k: started.append(a))
     inv = write_inventory(tmp_path)
     result = runner.invoke(app, ["drain", "nosuchhost", "-i", str(inv)])

@@ -23,15 +23,13 @@ from enclave.cli.common import (
     VerboseOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.gateway import cert
 from enclave.gateway.client import GatewayTarget, gateway_target
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 
 app = typer.Typer(help="The gateway's TLS certificate.", no_args_is_help=True)
 
@@ -66,9 +64,7 @@ def settled(target: GatewayTarget, before: cert.ServedCert | None, *, wait_s: fl
 def renew(inventory: InventoryOpt = None, verbose: VerboseOpt = 0, vault_password_file: VaultFileOpt = None,
           ask_vault_pass: AskVaultOpt = False) -> None:
     """Reissue the gateway's certificate (or install the operator's replaced files) and reload nginx gracefully."""
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, vault_password_file=vault)
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     host, target = gateway_target(inv, path)
     warn = cert.warn_days(inv.hostvars.get(host))
     try:

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.text import Text
 
 from enclave.errors import EnclaveError, UsageError
-from enclave.plan.inventory import load_yaml
+from enclave.plan.inventory import Inventory, load_yaml
+from enclave.runner.inventory import validate
 from enclave.sandbox import DEFAULT_NAME, Sandbox
 from enclave.vault_password import vault_password_file
 
@@ -110,3 +111,13 @@ def resolve_inventory(given: Path | None) -> Path:
                   highlight=False)
         return sandbox.inventory_path
     raise UsageError("no inventory: pass -i INVENTORY, or run `enclave sandbox up` to make a local sandbox")
+
+
+def open_inventory(given: Path | None, vault_password_file: Path | None, ask_vault_pass: bool,
+                   **checks: Any) -> tuple[Path, Inventory, Path | None]:
+    """What a verb that reads the inventory does first: which inventory (resolve_inventory), the run's vault password
+    file (use_vault), then the inventory validated with it (enclave.runner.inventory.validate, given `checks`).
+    Returns (path, inventory, vault password file)."""
+    path = resolve_inventory(given)
+    vault = use_vault(vault_password_file, ask_vault_pass)
+    return path, validate(path, vault_password_file=vault, **checks), vault

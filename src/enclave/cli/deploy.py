@@ -20,11 +20,10 @@ from enclave.cli.common import (
     VerboseOpt,
     console,
     err,
+    open_inventory,
     parse_extra_vars,
     reports_errors,
-    resolve_inventory,
     split_list,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.cli.results import short_verify
@@ -33,7 +32,6 @@ from enclave.plan.decide import required_plan
 from enclave.plan.facts import host_facts
 from enclave.plan.settings import roles_run
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 from enclave.runner.reads import gather
 
 
@@ -61,11 +59,9 @@ def deploy(
     a failed check exits 1.
     """
     variables = parse_extra_vars(extra_vars)
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
     # -e counts: it is checked for typos and may carry the settings the run's roles cannot go without
-    inv = validate(path, vault_password_file=vault, extra_vars=variables,
-                   required=roles_run(split_list(tags), split_list(skip_tags)))
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass, extra_vars=variables,
+                                      required=roles_run(split_list(tags), split_list(skip_tags)))
     # Plan first, from every host's facts (not only --limit's): a deploy that cannot plan stops here.
     with err.status("reading host facts and planning"):
         raw = gather(path)

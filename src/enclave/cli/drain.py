@@ -17,14 +17,12 @@ from enclave.cli.common import (
     VaultFileOpt,
     VerboseOpt,
     console,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 
 HostArg = Annotated[str, typer.Argument(help="Inventory name of the replica's head node.")]
 
@@ -44,9 +42,7 @@ def drain_request(host: str, state: str, inventory: Path, *, verbosity: int = 0,
 
 def _run(host: str, state: str, inventory: Path | None, verbose: int, vault_password_file: Path | None,
          ask_vault_pass: bool) -> None:
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, vault_password_file=vault)
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     request = drain_request(host, state, path, verbosity=verbose, vault_password_file=vault,
                             nodes=inv.hosts("enclave_nodes"))
     verb = "drain" if state == "drained" else "undrain"

@@ -21,6 +21,7 @@ from enclave.cli.common import (
     VerboseOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
     resolve_inventory,
     use_vault,
@@ -28,7 +29,6 @@ from enclave.cli.common import (
 from enclave.cli.progress import run_with_progress
 from enclave.gateway import keys
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 
 app = typer.Typer(help="Client API keys at the gateway.", no_args_is_help=True)
 
@@ -46,9 +46,7 @@ def keys_request(inventory: Path, *, verbosity: int = 0, vault_password_file: Pa
 def _change(title: str, inventory: Path | None, verbose: int, vault_password_file: Path | None, ask_vault_pass: bool,
             change: Callable[[keys.KeyRing, datetime], str | None]) -> str | None:
     """Validate, change the keys file, converge the gateway; the new key (if any) is returned, never logged."""
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    validate(path, vault_password_file=vault)
+    path, _, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     store = keys.KeyStore(path, vault)
     store.check_owned()
     ring = store.read()

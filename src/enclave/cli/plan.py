@@ -19,9 +19,8 @@ from enclave.cli.common import (
     VaultFileOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.errors import UsageError
 from enclave.plan import planfile
@@ -29,7 +28,6 @@ from enclave.plan.decide import Decision, decide, profile_for
 from enclave.plan.facts import HostFacts, host_facts
 from enclave.plan.gather import load_recorded
 from enclave.plan.preflight import Finding, HostSettings, preflight
-from enclave.runner.inventory import validate
 from enclave.runner.reads import gather
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "skip": "cyan", "info": "dim"}
@@ -95,9 +93,7 @@ def plan(
     beside the inventory, where deploy and plain ansible-playbook read it. Exit 0 when nothing refuses a deploy,
     1 when a finding is an error or no plan fits, 2 for bad usage, inventory or profile.
     """
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, reachable=facts_file is None, vault_password_file=vault)
+    path, inv, _ = open_inventory(inventory, vault_password_file, ask_vault_pass, reachable=facts_file is None)
     if facts_file is not None:
         raw = load_recorded(facts_file)
     else:

@@ -21,15 +21,13 @@ from enclave.cli.common import (
     VaultFileOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.errors import RunError, UsageError
 from enclave.gateway import cert
 from enclave.gateway.client import GatewayTarget, target_of
 from enclave.plan import planfile
-from enclave.runner.inventory import validate
 from enclave.status.cluster import ClusterStatus, NodeStatus, cluster_status
 from enclave.status.collect import read_answers
 from enclave.status.gpus import GpuReading
@@ -268,8 +266,7 @@ def status(
         raise UsageError(f"--interval {interval:g}: must be at least {MIN_INTERVAL_S:g} s")
     if not 1 <= history_minutes <= MAX_MINUTES:
         raise UsageError(f"--history-minutes {history_minutes}: must be 1 to {MAX_MINUTES}")
-    path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, inv, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     plan = planfile.read(path)
     if plan is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "

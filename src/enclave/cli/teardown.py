@@ -22,16 +22,14 @@ from enclave.cli.common import (
     VerboseOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.errors import UsageError
 from enclave.plan.inventory import Inventory
 from enclave.roles import host_name
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 
 CONFIRM_WORD = "teardown"
 # Directory names that say nothing about which cluster an inventory describes.
@@ -122,9 +120,7 @@ def teardown(
     ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Remove what enclave installed from every host (units, venvs, gateway, firewall, weights). Asks first."""
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, vault_password_file=vault)
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     name = inventory_name(path)
     err.print(f"[bold red]enclave teardown[/] of {path} removes:", highlight=False)
     for line in teardown_warning(inv, keep_weights=keep_weights):

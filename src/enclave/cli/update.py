@@ -22,9 +22,8 @@ from enclave.cli.common import (
     VerboseOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.contract import BEFORE_DRAIN_PLAYS
@@ -37,7 +36,6 @@ from enclave.plan.parallelism import REVISION_VAR
 from enclave.revision import check_revision
 from enclave.rollout import parse_max_fail, parse_serial, parse_vllm_version, roll_request, rollback_target
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 from enclave.runner.reads import rollback_state
 
 VERSION_VAR = "engine_vllm_version"
@@ -114,9 +112,7 @@ def update(
     parse_max_fail(max_fail)
     if model_revision is not None:
         check_revision(model_revision, "--model-revision")  # the inventory's rule, as early
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, vault_password_file=vault)
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     revision = model_revision or _inventory_revision(inv)
     if not revision:
         raise UsageError(f"no revision to move to: pass --model-revision or set {REVISION_VAR} in {path}")
@@ -140,9 +136,7 @@ def rollback(
     """Go back to the revision and vLLM version the nodes ran before, still on disk (no transfer, no install)."""
     parse_serial(serial)  # before the nodes are read
     parse_max_fail(max_fail)
-    path = resolve_inventory(inventory)
-    vault = use_vault(vault_password_file, ask_vault_pass)
-    inv = validate(path, vault_password_file=vault)
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     plan = planfile.read(path)
     nodes = inv.hosts("enclave_nodes")
     with err.status("reading the kept revisions and vLLM builds on the nodes"):

@@ -14,14 +14,12 @@ from enclave.cli.common import (
     VaultFileOpt,
     console,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.errors import UsageError
 from enclave.gateway import keys
 from enclave.gateway.usage import read_usage
-from enclave.runner.inventory import validate
 from enclave.timewindow import parse_since
 
 
@@ -41,8 +39,7 @@ def usage(
             keys.check_name(client)  # the one rule for a client's name
         except UsageError as exc:
             raise UsageError(f"--client {client[:40]!r}: {exc}") from None
-    path = resolve_inventory(inventory)
-    validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, _, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     with err.status("reading the gateways' access logs"):
         rows = read_usage(path, start, client=client)
     if as_json:

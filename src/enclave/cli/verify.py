@@ -14,12 +14,10 @@ from enclave.cli.common import (
     LimitOpt,
     VaultFileOpt,
     err,
+    open_inventory,
     reports_errors,
-    resolve_inventory,
-    use_vault,
 )
 from enclave.cli.results import limit_hosts, report_results
-from enclave.runner.inventory import validate
 
 
 @reports_errors
@@ -33,8 +31,7 @@ def verify(
     ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Check every host against what the kit installed. Exit 0 all passed, 1 a check failed, 2 bad usage."""
-    path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, inv, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     hosts = limit_hosts(inv, limit)
     with err.status("running host checks"):
         results, _ = run_checks(path, hosts=hosts, deep=deep, junit=junit.resolve() if junit else None)

@@ -19,10 +19,10 @@ from enclave.cli.common import (
     VaultFileOpt,
     console,
     err,
+    open_inventory,
     parse_extra_vars,
     reports_errors,
     resolve_inventory,
-    use_vault,
 )
 from enclave.cli.progress import run_with_progress
 from enclave.cli.results import limit_hosts, report_results
@@ -30,7 +30,6 @@ from enclave.errors import UsageError
 from enclave.plan import planfile
 from enclave.revision import check_revision
 from enclave.runner import PlaybookRequest
-from enclave.runner.inventory import validate
 from enclave.runner.reads import weights_states
 
 app = typer.Typer(help="Model weights: fetch once, spread over the private network, verify, report.",
@@ -45,8 +44,7 @@ def _prepare(inventory: Path | None, revision: str | None, extra_vars: list[str]
     variables = parse_extra_vars(extra_vars)
     if revision is not None:
         check_revision(revision, "--revision")  # before the inventory is read: a typo costs nothing
-    path = resolve_inventory(inventory)
-    validate(path, extra_vars=variables, required=("weights",), vault_password_file=use_vault(*vault))
+    path, _, _ = open_inventory(inventory, *vault, extra_vars=variables, required=("weights",))
     if planfile.read(path) is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` (or `enclave deploy`) first; the plan "
                          "names the repository and revision to fetch")
@@ -85,8 +83,7 @@ def verify(inventory: InventoryOpt = None, limit: LimitOpt = None,
            as_json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
            vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Check `current` on every node against its signed manifest (the weights checks of `enclave verify`)."""
-    path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, inv, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     with err.status("verifying the weights on the nodes"):
         results, _ = run_checks(path, hosts=limit_hosts(inv, limit), deep=deep, modules=("test_weights.py",))
     raise typer.Exit(report_results(results, as_json_output))
@@ -98,8 +95,7 @@ def status(inventory: InventoryOpt = None, limit: LimitOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print each host's state as JSON.")] = False,
            vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
     """Per host: the current revision, the kept ones, and what the last transfer moved."""
-    path = resolve_inventory(inventory)
-    validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, _, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     with err.status("reading the weights state"):
         states, _ = weights_states(path, limit)
     if as_json:
@@ -126,8 +122,7 @@ def info(inventory: InventoryOpt = None, revision: RevisionOpt = None,
     """The staged revision as its manifest records it: repo, revision, size, files, license."""
     if revision is not None:
         check_revision(revision, "--revision")
-    path = resolve_inventory(inventory)
-    inv = validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, inv, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     plan = planfile.read(path)
     wanted = revision or (plan or {}).get("revision")
     staging = inv.hosts("enclave_staging")
@@ -195,8 +190,7 @@ def import_bundle(
     """Inside the network: verify a bundle, copy it to the staging host and stage it there (no outside access)."""
     from enclave.weights.bundle import check as check_bundle
 
-    path = resolve_inventory(inventory)
-    validate(path, vault_password_file=use_vault(vault_password_file, ask_vault_pass))
+    path, _, _ = open_inventory(inventory, vault_password_file, ask_vault_pass)
     info, files = check_bundle(bundle_dir.resolve(), report=lambda m: err.print(m, highlight=False))
     variables = {"weights_import_src": str(files), "weights_repo": info["repo"], "weights_revision": info["revision"],
                  # the role's own import directory on the staging host (roles/weights/vars)
