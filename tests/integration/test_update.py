@@ -252,14 +252,16 @@ def test_update_moves_every_node_without_a_failed_request(scene: Scene) -> None:
 
 
 def test_plain_ansible_playbook_records_the_revision_it_moved_to(scene: Scene) -> None:
-    """The rolling playbook itself writes the plan (not the CLI): plain ansible-playbook, given a plan that still names
-    the revision before the update, rolls (a no-op: the nodes serve it already) and leaves the plan naming it, so a
-    later plain site.yml keeps the nodes there. Nothing else changes and no engine restarts."""
+    """The update playbook itself writes the plan (not the CLI): plain `ansible-playbook playbooks/update.yml`, given
+    a plan that still names the revision before the update, rolls (a no-op: the nodes serve it already) and leaves
+    the plan naming it, so a later plain site.yml keeps the nodes there, and `enclave plan` shows it as the recorded
+    revision. Nothing else changes and no engine restarts."""
     inv = scene.inventory
+    plan_file = planfile.plan_path(inv)
     planfile.write(inv, {**(planfile.read(inv) or {}), "revision": scene.planned})
     before = {h: engine_process(inv, h) for h in NODES}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(["ansible-playbook", "playbooks/rollback.yml", "-i", str(inv), "-e",
+    proc = subprocess.run(["ansible-playbook", "playbooks/update.yml", "-i", str(inv), "-e",
                            f"update_revision={scene.new}"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -269,6 +271,14 @@ def test_plain_ansible_playbook_records_the_revision_it_moved_to(scene: Scene) -
     for host in NODES:
         after = engine_process(inv, host)
         assert after["MainPID"] == before[host]["MainPID"], host
+
+    # `enclave plan` re-plans from the inventory (which still pins the planned revision) and says what the update
+    # recorded; the recorded plan is put back after it, as the operator who keeps the update would.
+    recorded = plan_file.read_text()
+    shown = enclave("plan", "-i", str(inv), "--json")
+    plan_file.write_text(recorded)
+    assert shown.stdout.strip(), shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["recorded_revision"] == scene.new, shown.stdout[-2000:]
 
 
 def test_rerunning_the_update_changes_and_restarts_nothing(scene: Scene) -> None:
