@@ -28,7 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from enclave.weights import nodetool
+from enclave.hosttools.build import build_manifest
+from enclave.hosttools.common import STAMPS_NAME
+from enclave.hosttools.stamps import RACY_WINDOW_NS
+from enclave.hosttools.tree import default_jobs
+from enclave.hosttools.verify import verify_tree
 
 
 def make_model(root: Path, files: int, mib: int) -> list[Path]:
@@ -52,9 +56,9 @@ def coreutils(paths: list[Path]) -> float:
 
 def first_pass(root: Path, jobs: int | None = None) -> float:
     """`verify --deep` as the tool runs it; `jobs=1` is the one-worker baseline."""
-    (root / nodetool.STAMPS_NAME).unlink(missing_ok=True)
+    (root / STAMPS_NAME).unlink(missing_ok=True)
     started = time.perf_counter()
-    report = nodetool.verify_tree(root, deep=True, jobs=jobs)
+    report = verify_tree(root, deep=True, jobs=jobs)
     seconds = time.perf_counter() - started
     if not report.ok:
         sys.exit(f"verification failed: {report.problems[:3]}")
@@ -63,7 +67,7 @@ def first_pass(root: Path, jobs: int | None = None) -> float:
 
 def cached(root: Path) -> float:
     started = time.perf_counter()
-    report = nodetool.verify_tree(root)
+    report = verify_tree(root)
     seconds = time.perf_counter() - started
     if not report.ok or report.files_hashed:
         sys.exit(f"cached rerun hashed {report.files_hashed} files or failed: {report.problems[:3]}")
@@ -82,18 +86,18 @@ def main() -> None:
         shards = make_model(root, args.files, args.mib)
         every = sorted(p for p in root.iterdir() if p.is_file())
         total = sum(p.stat().st_size for p in every)
-        nodetool.build_manifest(root, repo="bench/synthetic", revision="bench", source="local:bench")
+        build_manifest(root, repo="bench/synthetic", revision="bench", source="local:bench")
         # Stamps are only trusted for files last written a few seconds before the stamp (racy mtimes).
-        time.sleep(nodetool.RACY_WINDOW_NS / 1e9 + 0.5)
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.5)
         first_pass(root, jobs=1)  # warm the page cache
         load_before = os.getloadavg()[0]
-        workers = nodetool.default_jobs()
+        workers = default_jobs()
         rows: dict[str, list[float]] = {"one": [], "coreutils": [], "parallel": [], "cached": []}
         for _ in range(args.rounds):
             rows["one"].append(first_pass(root, jobs=1))
             rows["coreutils"].append(coreutils(every))
             rows["parallel"].append(first_pass(root))
-            time.sleep(nodetool.RACY_WINDOW_NS / 1e9 + 0.5)
+            time.sleep(RACY_WINDOW_NS / 1e9 + 0.5)
             first_pass(root)  # stamps now written long enough after the files' mtimes
             rows["cached"].append(cached(root))
         med = {k: statistics.median(v) for k, v in rows.items()}

@@ -10,8 +10,8 @@ import yaml
 from enclave import paths
 
 # The on-host names the enclave role's vars define for every role (its other vars need Ansible to render).
-SHARED_HOST_NAMES = ("enclave_engine_unit", "enclave_engine_env_file", "enclave_drained_file",
-                     "enclave_weights_tool_dir")
+SHARED_HOST_NAMES = ("enclave_engine_unit", "enclave_engine_env_file", "enclave_drained_file", "enclave_tool_dir",
+                     "enclave_hosttools_dir")
 
 
 def role_data(role: str, kind: str = "defaults") -> dict[str, Any]:

@@ -52,7 +52,10 @@ def run_play(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[st
         + (tasks or []),
     }]
     (tmp / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    (tmp / "extra.json").write_text(json.dumps({"enclave_templates_dir": str(REPO / "templates"), **extra}))
+    # The play is not in playbooks/, so the paths the enclave role derives from playbook_dir are given.
+    (tmp / "extra.json").write_text(json.dumps({"enclave_templates_dir": str(REPO / "templates"),
+                                                "enclave_hosttools_src": str(ROLES / "enclave" / "files" / "hosttools"),
+                                                **extra}))
     # An empty configuration: the checkout's ansible.cfg would bring its fact cache (other runs' hosts).
     (tmp / "ansible.cfg").write_text("[defaults]\n")
     env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),

@@ -117,9 +117,7 @@ def test_the_role_entry_point_sums_the_log_on_the_gateway(tmp_path: Path) -> Non
     since = int(dt.datetime(2026, 12, 2, tzinfo=dt.UTC).timestamp())
     report = {"name": "Keep the report", "ansible.builtin.copy": {
         "content": "{{ gateway_usage.stdout }}", "dest": str(tmp_path / "report.json"), "mode": "0600"}}
-    # Run outside a role, the script module looks for the tool beside the play: the role's own copy.
-    (tmp_path / "play" / "files").mkdir(parents=True)
-    (tmp_path / "play" / "files" / "accesslog.py").symlink_to(paths.roles_dir() / "gateway" / "files" / "accesslog.py")
+    (tmp_path / "play").mkdir()
     proc = run_play(tmp_path / "play", roles=["gateway"], groups={"enclave_gateway": {"gw": {}}},
                     extra={"gateway_access_log": str(log), "gateway_usage_since": since,
                            "ansible_python_interpreter": "/usr/bin/python3"},

@@ -1,4 +1,4 @@
-"""The gateway's access-log accounting (src/enclave/gateway/accesslog.py) and the usage counters the signals tool
+"""The gateway's access-log accounting (src/enclave/hosttools/accesslog.py) and the usage counters the signals tool
 exports from it: records read once each across runs, a line nginx is still writing left for the next run,
 rotation (logrotate's `.1`) and truncation, window sums over rotated and compressed copies, and the counters'
 text checked by promtool. The records come in nginx's `enclave` log_format (test_gateway_usage reads ones a real
@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from enclave.gateway import accesslog
-from enclave.monitoring import signals
+from enclave.hosttools import accesslog, signals
+from tests.unit.test_hosttools import install_copy
 from tests.unit.test_monitoring_signals import promtool_check_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,13 +115,13 @@ def test_an_unreadable_log_is_a_flagged_source(tmp_path: Path) -> None:
     assert signals.main(["--out", str(out), "--access-log", str(tmp_path / "x.log")]) == 2
 
 
-def test_the_tools_run_as_copied_to_a_host_without_the_enclave_package(tmp_path: Path) -> None:
-    """The monitoring role copies signals.py and accesslog.py side by side; the gateway role runs accesslog.py
-    with the host's python3. Here: the system's python3, which has no enclave package."""
-    tools = tmp_path / "tool"
-    tools.mkdir()
-    for name in ("signals.py", "accesslog.py"):
-        shutil.copy(REPO / "playbooks" / "roles" / "monitoring" / "files" / name, tools / name)
+def test_the_tools_run_as_installed_on_a_host_without_the_enclave_package(tmp_path: Path) -> None:
+    """The enclave role installs hosttools/ (signals.py imports accesslog.py from it); the gateway role sends
+    accesslog.py alone with the script module. Here: the system's python3, which has no enclave package."""
+    tools = install_copy(tmp_path / "opt")
+    alone = tmp_path / "sent"
+    alone.mkdir()
+    shutil.copy(tools / "accesslog.py", alone / "accesslog.py")
     log = tmp_path / "enclave-access.log"
     log.write_text(line("a", 3, 4))
     out = tmp_path / "textfile"
@@ -134,7 +134,7 @@ def test_the_tools_run_as_copied_to_a_host_without_the_enclave_package(tmp_path:
     assert proc.returncode == 0, proc.stderr
     assert 'enclave_gateway_tokens_total{client="a",kind="completion",model="org/tiny"} 4' in \
         (out / signals.OUT_NAME).read_text()
-    proc = subprocess.run([python, str(REPO / "playbooks" / "roles" / "gateway" / "files" / "accesslog.py"), "sums",
+    proc = subprocess.run([python, str(alone / "accesslog.py"), "sums",
                            "--log", str(log), "--since", "0"], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["clients"] == {

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from enclave.gateway import accesslog
+from enclave.hosttools import accesslog
 from tests.host_tools import require_njs, require_tool
 from tests.unit.standin_http import KeepAliveHandler, free_port, serve
 from tests.unit.test_gateway_nginx import Gateway, lay_out_prefix, rendered, running

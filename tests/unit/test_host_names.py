@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = role_data("enclave", "vars")
 # The literal each shared name holds, as it would be spelled by a copy.
 LITERALS = {"enclave_engine_unit": "enclave-engine.service", "enclave_engine_env_file": "/engine.env",
-            "enclave_drained_file": "/gateway-drained", "enclave_weights_tool_dir": "/weights-tool"}
+            "enclave_drained_file": "/gateway-drained", "enclave_tool_dir": "/tools"}
 
 
 def _places() -> list[Path]:
@@ -42,7 +42,7 @@ def test_the_checks_render_the_roles_names_through_the_shared_ones() -> None:
     assert render(engine_vars["engine_env_file"], settings) == "/etc/enclave/engine.env"
     assert render(engine_vars["engine_unit"], settings) == host_name("enclave_engine_unit") == "enclave-engine.service"
     weights = host_settings({"enclave_opt_dir": "/srv/kit"}, "weights")
-    assert render(role_data("weights", "vars")["weights_tool_dir"], weights) == "/srv/kit/weights-tool"
+    assert render(role_data("weights", "vars")["weights_tool_dir"], weights) == "/srv/kit/tools/hosttools"
 
 
 def test_host_name_refuses_a_templated_value() -> None:

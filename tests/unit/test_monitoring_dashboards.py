@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from enclave.monitoring import signals
+from enclave.hosttools import signals
 from tests.host_tools import require_tool
 from tests.unit.local_prometheus import prometheus_server
 from tests.unit.role_render import REPO, ROLES, render, run_play
@@ -277,7 +277,7 @@ def vllm_names() -> set[str]:
 
 
 def signal_names() -> set[str]:
-    text = (REPO / "src" / "enclave" / "monitoring" / "signals.py").read_text()
+    text = (REPO / "src" / "enclave" / "hosttools" / "signals.py").read_text()
     return set(re.findall(r'Metric\(\s*"([a-z_]+)"', text))
 
 

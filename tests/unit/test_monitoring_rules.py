@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from enclave.gateway import accesslog
-from enclave.monitoring import signals
+from enclave.hosttools import accesslog, signals
 from tests.host_tools import require_tool
 from tests.unit.role_render import render
 

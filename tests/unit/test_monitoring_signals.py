@@ -1,4 +1,4 @@
-"""The on-host signals tool (src/enclave/monitoring/signals.py) on recorded inputs: nft's JSON counters (recorded
+"""The on-host signals tool (src/enclave/hosttools/signals.py) on recorded inputs: nft's JSON counters (recorded
 from nft 1.0.6 in a throwaway namespace), the gateway's drained list as its template writes it, a PEM certificate,
 a model directory laid out as the weights role leaves it. Its output is checked by promtool itself."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.monitoring import signals
+from enclave.hosttools import signals
 from tests.host_tools import require_tool
 
 FIXTURES = Path(__file__).parent / "fixtures" / "monitoring"
@@ -64,7 +64,7 @@ def run_all(tmp_path: Path, *, nft_rc: int = 0, signature_rc: int = 0) -> tuple[
 
     args = signals.parser().parse_args([
         "--out", str(tmp_path), "--nft-table", "enclave", "--model-dir", str(model_dir(tmp_path)),
-        "--nodetool", "/opt/enclave/weights-tool/nodetool.py", "--allowed-signers", "/etc/enclave/signers",
+        "--nodetool", "/opt/enclave/tools/hosttools/nodetool.py", "--allowed-signers", "/etc/enclave/signers",
         "--identity", "enclave-weights", "--drained-file", str(FIXTURES / "gateway-drained"),
         "--cert", str(FIXTURES / "gateway-cert.pem")])
     return signals.render(signals.collect(args, run=fake, now=lambda: 1_750_000_000.0)), calls

@@ -34,8 +34,9 @@ def test_wheel_ships_playbooks_templates_inventories_and_config(wheel: Path) -> 
                      "enclave/share/templates/apt/enclave.sources.j2", "enclave/share/ansible.cfg",
                      "enclave/share/inventory/h200-cluster/hosts.yml", "enclave/cli/__init__.py",
                      "enclave/checks/test_base.py", "enclave/checks/pytest.ini",
-                     "enclave/profiles/deepseek-v4-flash.yml",
-                     "enclave/weights/nodetool.py", "enclave/share/playbooks/library/enclave_host_facts.py",
+                     "enclave/profiles/deepseek-v4-flash.yml", "enclave/hosttools/nodetool.py",
+                     "enclave/share/playbooks/roles/enclave/files/hosttools/nodetool.py",
+                     "enclave/share/playbooks/library/enclave_host_facts.py",
                      "enclave/share/playbooks/action_plugins/enclave_plan_revision.py"):
         assert required in names, required
 

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from enclave.cli import app
 from enclave.errors import UsageError
+from enclave.hosttools import hubfetch
 from enclave.revision import REVISION_RE, check_revision
-from enclave.weights import bundle, hubfetch
+from enclave.weights import bundle
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "0123456789abcdef0123456789abcdef01234567"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from enclave.errors import EnclaveError, UsageError
-from enclave.weights import bundle, nodetool
+from enclave.hosttools.manifest import read_manifest
+from enclave.weights import bundle
 from enclave.weights.tinymodel import make_tiny_model
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -27,7 +28,7 @@ def test_pack_then_check_round_trips(model: Path, tmp_path: Path, split: int | N
     assert (made.parts > 1) == bool(split)
     info, files = bundle.check(made.path, dest=tmp_path / "joined")
     assert info["revision"] == REV and info["files"] == made.files
-    manifest = nodetool.read_manifest(files)
+    manifest = read_manifest(files)
     assert manifest.repo == "org/tiny" and manifest.source == f"local:{model}"
     for entry in manifest.entries:
         assert (files / entry.path).read_bytes() == (model / entry.path).read_bytes()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,23 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from enclave.weights import nodetool
-from enclave.weights.nodetool import (
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    STAMPS_NAME,
-    CheckFailed,
-    InputError,
-    activate_revision,
-    build_manifest,
-    main,
-    parse_manifest,
-    read_manifest,
-    verify_tree,
-)
+from enclave.hosttools import activation
+from enclave.hosttools.activation import activate_revision, load_activations, switch_current
+from enclave.hosttools.build import BuildResult, build_manifest
+from enclave.hosttools.common import MANIFEST_NAME, SIGNATURE_NAME, STAMPS_NAME
+from enclave.hosttools.errors import CheckFailed, InputError
+from enclave.hosttools.manifest import parse_manifest, read_manifest, render_manifest
+from enclave.hosttools.nodetool import main
+from enclave.hosttools.signatures import sign_manifest
+from enclave.hosttools.verify import verify_tree
 from tests.required import skip_or_fail
+from tests.unit.test_hosttools import install_copy
 
-NODETOOL = Path(nodetool.__file__)
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 FETCHED_AT = "2026-11-28T18:00:00Z"
 LICENSE_TEXT = "\n  MIT License  \n\nCopyright (c) 2026 Example\n"
@@ -56,7 +52,7 @@ def make_model(root: Path, files: dict[str, bytes] = FILES) -> Path:
     return root
 
 
-def build(root: Path, repo: str = "org/name", revision: str = "abc123") -> nodetool.BuildResult:
+def build(root: Path, repo: str = "org/name", revision: str = "abc123") -> BuildResult:
     return build_manifest(root, repo=repo, revision=revision, source="test:local", fetched_at=FETCHED_AT)
 
 
@@ -103,11 +99,11 @@ def test_build_and_show_round_trip(model: Path, capsys: pytest.CaptureFixture[st
         "fetched_at": FETCHED_AT,
         "files": len(FILES),
         "bytes": sum(len(d) for d in FILES.values()),
-        "license_sha256": nodetool.hashlib.sha256(LICENSE_TEXT.encode()).hexdigest(),
+        "license_sha256": hashlib.sha256(LICENSE_TEXT.encode()).hexdigest(),
         "license_first_line": "MIT License",
     }
     m = read_manifest(model)
-    assert parse_manifest(nodetool.render_manifest(m).encode()) == m
+    assert parse_manifest(render_manifest(m).encode()) == m
     assert [e.path for e in m.entries] == sorted(FILES)
 
 
@@ -144,7 +140,7 @@ def test_license_md_counts(tmp_path: Path) -> None:
 def test_expect_json_mismatch_is_refused_without_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_model(tmp_path / "model")
     shard = "model-00001-of-00002.safetensors"
-    good = nodetool.hashlib.sha256(FILES[shard]).hexdigest()
+    good = hashlib.sha256(FILES[shard]).hexdigest()
     expect = tmp_path / "expect.json"
     argv = ["manifest", "build", str(root), "--repo", "org/name", "--revision", "abc", "--source", "s",
             "--expect-json", str(expect)]
@@ -343,7 +339,7 @@ def test_sign_and_verify_signature(model: Path, signer: tuple[Path, Path], capsy
 
 
 def test_rebuilding_removes_the_stale_signature(model: Path, signer: tuple[Path, Path]) -> None:
-    nodetool.sign_manifest(model, signer[0])
+    sign_manifest(model, signer[0])
     assert build(model).removed_stale_signature
     assert not (model / SIGNATURE_NAME).exists()
 
@@ -364,7 +360,7 @@ def target(link: Path) -> str:
 def test_current_is_never_missing_while_switching(tmp_path: Path) -> None:
     model_dir = tmp_path / "org--name"
     model_dir.mkdir()
-    nodetool.switch_current(model_dir, "r1")
+    switch_current(model_dir, "r1")
     seen: set[str] = set()
     misses: list[OSError] = []
     done = threading.Event()
@@ -380,7 +376,7 @@ def test_current_is_never_missing_while_switching(tmp_path: Path) -> None:
     thread.start()
     try:
         for i in range(100):
-            nodetool.switch_current(model_dir, f"r{i % 2}")
+            switch_current(model_dir, f"r{i % 2}")
     finally:
         done.set()
         thread.join()
@@ -451,7 +447,7 @@ def test_activate_with_signers_trusts_only_a_signed_manifest(tmp_path: Path, sig
     assert main(["activate", str(model_dir), "r1", "--keep", "2", *trust]) == 1
     assert "no signature" in capsys.readouterr().err and not (model_dir / "current").exists()
     assert main(["activate", str(model_dir), "r1", "--keep", "2", "--identity", "x"]) == 2
-    nodetool.sign_manifest(rev, key)
+    sign_manifest(rev, key)
     assert main(["verify", str(rev), *trust]) == 0
     assert main(["activate", str(model_dir), "r1", "--keep", "2", *trust]) == 0
     assert target(model_dir / "current") == "r1"
@@ -467,12 +463,12 @@ def test_a_failed_prune_still_records_the_activation(tmp_path: Path, monkeypatch
     def refuse(path: Path) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(nodetool.shutil, "rmtree", refuse)
+    monkeypatch.setattr(activation.shutil, "rmtree", refuse)
     add_revision(model_dir, "r3")
     with pytest.raises(CheckFailed, match="could not remove old revision"):
         activate_revision(model_dir, "r3", keep=2)
     assert target(model_dir / "current") == "r3"
-    assert nodetool.load_activations(model_dir) == ["r1", "r2", "r3"]
+    assert load_activations(model_dir) == ["r1", "r2", "r3"]
     monkeypatch.undo()
     assert activate_revision(model_dir, "r3", keep=2).removed == ["r1"]
 
@@ -502,7 +498,7 @@ def test_cli_runs_on_the_system_python_with_stdlib_only(tmp_path: Path) -> None:
         skip_or_fail(f"needs the system python3 ({SYSTEM_PYTHON}), the interpreter nodes run nodetool with")
     root = make_model(tmp_path / "model")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    base = [str(SYSTEM_PYTHON), "-I", str(NODETOOL)]
+    base = [str(SYSTEM_PYTHON), "-I", str(install_copy(tmp_path / "opt") / "nodetool.py")]
     build_cmd = [*base, "manifest", "build", str(root), "--repo", "org/name", "--revision", "abc", "--source", "x"]
     subprocess.run(build_cmd, env=env, check=True, capture_output=True)
     proc = subprocess.run([*base, "verify", str(root), "--json"], env=env, capture_output=True, text=True, check=False)

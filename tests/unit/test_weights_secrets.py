@@ -210,7 +210,7 @@ def test_hubfetch_authenticates_with_the_token_file_alone(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
     env.update(HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_XET="1",
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_UPDATE_CHECK="1", NO_PROXY="127.0.0.1")
-    hubfetch = [sys.executable, str(REPO / "src/enclave/weights/hubfetch.py"), "--json", "--repo", "org/name",
+    hubfetch = [sys.executable, str(REPO / "src/enclave/hosttools/hubfetch.py"), "--json", "--repo", "org/name",
                 "--revision", commit, "--expect-out", str(tmp_path / "expect.json")]
     try:
         refused = subprocess.run([*hubfetch, "--dest", str(tmp_path / "a")], env=env, capture_output=True,

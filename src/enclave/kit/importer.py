@@ -18,8 +18,8 @@ import yaml
 
 from enclave import atomic
 from enclave.errors import UsageError
+from enclave.hosttools.common import MANIFEST_NAME as MODEL_MANIFEST
 from enclave.kit import build, manifest
-from enclave.weights.nodetool import MANIFEST_NAME as MODEL_MANIFEST
 
 SETTINGS_NAME = "enclave_kit.yml"
 HEADER = ("# Written by `enclave kit import`: points every role at the imported offline site kit.\n"

@@ -11,7 +11,7 @@ import io
 import re
 from dataclasses import dataclass
 
-# The query the status probe runs on a host (playbooks/roles/engine/files/engine_status.py).
+# The query the status probe runs on a host (src/enclave/hosttools/engine_status.py).
 QUERY_FIELDS = ("index", "name", "memory.used", "memory.total", "utilization.gpu")
 _HEADER = re.compile(r"^\s*(?P<field>[a-z_.]+)(?:\s*\[[^\]]*\])?\s*$")
 _NUMBER = re.compile(r"^\s*(?P<n>-?\d+(?:\.\d+)?)\s*(?:MiB|%|W|MHz|C)?\s*$")

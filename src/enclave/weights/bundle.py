@@ -27,8 +27,12 @@ from urllib.parse import urlsplit
 
 from enclave.errors import EnclaveError, UsageError
 from enclave.hashing import sha256_file
+from enclave.hosttools.build import REPO_RE, build_manifest
+from enclave.hosttools.common import HUB_CLIENT_DIR, MANIFEST_NAME, SIGNATURE_NAME, STAMPS_NAME
+from enclave.hosttools.errors import NodeToolError
+from enclave.hosttools.manifest import Manifest
+from enclave.hosttools.verify import verify_tree
 from enclave.revision import check_revision
-from enclave.weights import nodetool
 
 Report = Callable[[str], None]
 BUNDLE_FORMAT = 1
@@ -70,7 +74,7 @@ def fetch_from_hub(repo: str, revision: str, dest: Path, endpoint: str | None, r
         from huggingface_hub import HfApi, snapshot_download
     except ImportError as e:
         raise UsageError("packing from the hub needs the huggingface_hub client: pip install huggingface_hub") from e
-    from enclave.weights.hubfetch import expectations
+    from enclave.hosttools.hubfetch import expectations
 
     where = endpoint or "https://huggingface.co"
     _check_reachable(where)
@@ -86,7 +90,7 @@ def fetch_from_hub(repo: str, revision: str, dest: Path, endpoint: str | None, r
         raise UsageError(f"{repo}@{revision}: cannot download from {where} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); on a machine without the hub, "
                          "pass --source DIR") from None
-    shutil.rmtree(dest / nodetool.HUB_CLIENT_DIR, ignore_errors=True)
+    shutil.rmtree(dest / HUB_CLIENT_DIR, ignore_errors=True)
     out = dest.parent / f".{dest.name}.expect.json"
     out.write_text(json.dumps(expect))
     return out
@@ -94,7 +98,7 @@ def fetch_from_hub(repo: str, revision: str, dest: Path, endpoint: str | None, r
 
 def pack(*, repo: str, revision: str, out_dir: Path, source_dir: Path | None = None, endpoint: str | None = None,
          split_bytes: int | None = None, license_file: Path | None = None, report: Report = _quiet) -> Bundle:
-    if not nodetool.REPO_RE.fullmatch(repo):
+    if not REPO_RE.fullmatch(repo):
         raise UsageError(f"--repo {repo!r}: expected ORG/NAME")
     check_revision(revision, "--revision")
     if source_dir is not None and not source_dir.is_dir():
@@ -107,7 +111,7 @@ def pack(*, repo: str, revision: str, out_dir: Path, source_dir: Path | None = N
     work = out_dir / f".{bundle.name}.partial"
     try:
         return _pack(repo, revision, bundle, work, source_dir, endpoint, split_bytes, license_file, report)
-    except nodetool.NodeToolError as exc:  # the node tool's own errors (no LICENSE, ...): not a traceback
+    except NodeToolError as exc:  # the node tool's own errors (no LICENSE, ...): not a traceback
         said = str(exc).replace(str(work / "files"), str(source_dir or f"{repo}@{revision}"))
         raise (UsageError if exc.exit_code == 2 else EnclaveError)(said) from None
     finally:
@@ -121,29 +125,29 @@ def _pack(repo: str, revision: str, bundle: Path, work: Path, source_dir: Path |
     if source_dir is not None:
         report(f"copying {source_dir}")
         shutil.copytree(source_dir, files, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(nodetool.MANIFEST_NAME, nodetool.SIGNATURE_NAME,
-                                                      nodetool.STAMPS_NAME, SUMS_NAME))
+                        ignore=shutil.ignore_patterns(MANIFEST_NAME, SIGNATURE_NAME,
+                                                      STAMPS_NAME, SUMS_NAME))
         expect, source = None, f"local:{source_dir}"
     else:
         expect = fetch_from_hub(repo, revision, files, endpoint, report)
         source = f"hf:{endpoint or 'https://huggingface.co'}"
     report("hashing every file into MANIFEST.sha256")
-    built = nodetool.build_manifest(files, repo=repo, revision=revision, source=source, expect_json=expect,
+    built = build_manifest(files, repo=repo, revision=revision, source=source, expect_json=expect,
                                     license_file=license_file)
-    (files / nodetool.STAMPS_NAME).unlink(missing_ok=True)
+    (files / STAMPS_NAME).unlink(missing_ok=True)
     staged = work / "bundle"
     staged.mkdir()
     parts = 0
     if split_bytes:
-        shutil.move(str(files / nodetool.MANIFEST_NAME), staged / nodetool.MANIFEST_NAME)
+        shutil.move(str(files / MANIFEST_NAME), staged / MANIFEST_NAME)
         parts = _write_parts(files, built.manifest, staged, split_bytes, report)
         shutil.rmtree(files)
-        sums = [f"{sha256_file(staged / nodetool.MANIFEST_NAME)}  {nodetool.MANIFEST_NAME}"]
+        sums = [f"{sha256_file(staged / MANIFEST_NAME)}  {MANIFEST_NAME}"]
         sums += [f"{sha256_file(staged / f'{PART_PREFIX}{i:03d}')}  {PART_PREFIX}{i:03d}" for i in range(parts)]
     else:
-        shutil.rmtree(files / nodetool.HUB_CLIENT_DIR, ignore_errors=True)
+        shutil.rmtree(files / HUB_CLIENT_DIR, ignore_errors=True)
         files.rename(staged / "files")
-        sums = [f"{sha256_file(staged / 'files' / nodetool.MANIFEST_NAME)}  files/{nodetool.MANIFEST_NAME}"]
+        sums = [f"{sha256_file(staged / 'files' / MANIFEST_NAME)}  files/{MANIFEST_NAME}"]
         sums += [f"{e.sha256}  files/{e.path}" for e in built.manifest.entries]  # hashed once, above
     (staged / SUMS_NAME).write_text("\n".join(sums) + "\n")
     info = {"format": BUNDLE_FORMAT, "repo": repo, "revision": revision, "files": built.manifest.files,
@@ -179,7 +183,7 @@ class _PartWriter:
         return self.count + 1
 
 
-def _write_parts(files: Path, manifest: nodetool.Manifest, out: Path, size: int, report: Report) -> int:
+def _write_parts(files: Path, manifest: Manifest, out: Path, size: int, report: Report) -> int:
     report(f"writing the tar in parts of {size} bytes")
     writer = _PartWriter(out, size)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
@@ -217,7 +221,7 @@ def _read_info(info_file: Path) -> dict[str, Any]:
         raise UsageError(f"{info_file}: not readable JSON ({exc})") from None
     if not isinstance(info, dict):
         raise UsageError(f"{info_file}: expected a JSON object")
-    if not (isinstance(info.get("repo"), str) and nodetool.REPO_RE.fullmatch(info["repo"])):
+    if not (isinstance(info.get("repo"), str) and REPO_RE.fullmatch(info["repo"])):
         raise UsageError(f"{info_file}: 'repo' must be ORG/NAME, got {info.get('repo')!r}")
     check_revision(info.get("revision"), f"{info_file}: 'revision'")
     parts = info.get("parts")
@@ -234,7 +238,7 @@ def check(bundle: Path, dest: Path | None = None, report: Report = _quiet) -> tu
     info = _read_info(info_file)
     report(f"checking {SUMS_NAME}")
     sums = (bundle / SUMS_NAME).read_text().splitlines()
-    manifest_rel = nodetool.MANIFEST_NAME if info["parts"] else f"files/{nodetool.MANIFEST_NAME}"
+    manifest_rel = MANIFEST_NAME if info["parts"] else f"files/{MANIFEST_NAME}"
     listed = dict(reversed(line.split("  ", 1)) for line in sums if "  " in line)
     if manifest_rel not in listed:
         raise EnclaveError(f"{bundle}: {SUMS_NAME} does not cover {manifest_rel}")
@@ -250,9 +254,9 @@ def check(bundle: Path, dest: Path | None = None, report: Report = _quiet) -> tu
         parts = [bundle / f"{PART_PREFIX}{i:03d}" for i in range(info["parts"])]
         with tarfile.open(fileobj=_PartReader(parts), mode="r|") as tar:  # type: ignore[call-overload]
             tar.extractall(files, filter="data")
-        shutil.copy2(bundle / nodetool.MANIFEST_NAME, files / nodetool.MANIFEST_NAME)
+        shutil.copy2(bundle / MANIFEST_NAME, files / MANIFEST_NAME)
     report("checking every file against MANIFEST.sha256")
-    verified = nodetool.verify_tree(files, deep=True)
+    verified = verify_tree(files, deep=True)
     if not verified.ok:
         raise EnclaveError(f"{files}: {len(verified.problems)} file(s) do not match the manifest, first: "
                            f"{verified.problems[0].describe()}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The on-host transfer tool: a pipelined relay for fan-out, and a resuming HTTP fetch.
 
-Copied next to nodetool.py onto staging and GPU hosts (python3, standard library only) and run as
-`python3 transfer.py VERB ...`.
+Installed with nodetool.py as hosttools/ on staging and GPU hosts (python3, standard library only: see
+__init__.py) and run as `python3 .../hosttools/transfer.py VERB ...`.
 
     transfer relay-receive --listen ADDR:PORT --dest DIR --want FILE [--forward HOST:PORT] [--accept-from ADDR]
     transfer relay-send --to HOST:PORT --source DIR --files FILE
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -41,11 +40,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+if not __package__:
+    # Run by path, as on the hosts: no package, so the relative import below would fail. See __init__.py.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = Path(__file__).resolve().parent.name
+
+from .manifest import sums_line
+
 CHUNK = 4 * 1024 * 1024
 CONNECT_PATIENCE_S = 120.0  # the next hop is started by the same Ansible task; allow for a slow host
 IO_TIMEOUT_S = 600.0  # a stalled peer fails the relay instead of hanging it forever
-HASH_LINE_RE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
-SIZE_LINE_RE = re.compile(r"# size: (0|[1-9][0-9]*) (.+)")
 
 
 class TransferError(Exception):
@@ -278,10 +282,11 @@ def parse_sums(text: str, where: str) -> dict[str, dict[str, Any]]:
     sizes: dict[str, int] = {}
     entries: dict[str, dict[str, Any]] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        if m := SIZE_LINE_RE.fullmatch(line):
-            sizes[safe_rel(m.group(2))] = int(m.group(1))
-        elif m := HASH_LINE_RE.fullmatch(line):
-            entries[safe_rel(m.group(2))] = {"sha256": m.group(1)}
+        parsed = sums_line(line)
+        if parsed is not None and parsed[0] == "size":
+            sizes[safe_rel(parsed[2])] = int(parsed[1])
+        elif parsed is not None:
+            entries[safe_rel(parsed[2])] = {"sha256": parsed[1]}
         elif line.strip() and not line.startswith("#"):
             raise InputError(f"{where} line {number}: not a sha256sum line: {line[:80]!r}")
     if not entries:

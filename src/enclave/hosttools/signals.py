@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The kit's own signals as node exporter textfile metrics, rewritten by `enclave-signals.timer` on every host.
 
-Copied onto hosts that have python3 but not the enclave package (like the weights tools), so: standard library only.
+Installed with the other on-host tools as hosttools/ on every host (python3, no enclave package: standard library
+only, see __init__.py) and run by path from enclave-signals.service.
 
     signals.py --out DIR [--nft-table enclave] [--model-dir DIR --nodetool PATH --allowed-signers FILE
                --identity ID] [--drained-file FILE] [--cert FILE] [--access-log FILE --access-state FILE]
@@ -10,8 +11,8 @@ What it reads, each part only when its option is given (a node has weights, the 
 certificate): the firewall's named counters (`nft -j list counters table inet TABLE`), the served model's active
 revision, whether its manifest's signature verifies (`nodetool.py verify-signature`) and when its files were last
 verified (the stamp cache's time), free space under the models directory, the replicas drained at the gateway, the
-gateway certificate's notAfter and, from the gateway's access log read since the last run (accesslog.py, copied
-beside this file), the requests and tokens per client and model. A source that cannot be read sets
+gateway certificate's notAfter and, from the gateway's access log read since the last run (accesslog.py, its
+sibling), the requests and tokens per client and model. A source that cannot be read sets
 `enclave_signals_error{source=...} 1` and the others are still written. The file is written to a temporary name
 (not `*.prom`, which the collector would read half-written) and renamed over `enclave.prom`, so the node exporter
 sees the old or the new file, never half.
@@ -32,13 +33,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    from enclave.gateway import accesslog
-except ImportError:  # on a host: copied beside this file, without the enclave package
-    import accesslog  # type: ignore[no-redef]
+if not __package__:
+    # Run by path, as on the hosts: no package, so the relative imports below would fail. See __init__.py.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = Path(__file__).resolve().parent.name
+
+from . import accesslog
+from .common import STAMPS_NAME
 
 OUT_NAME = "enclave.prom"
-STAMPS_NAME = ".enclave-stamps.json"  # nodetool's stamp cache, rewritten on every verification
 Runner = Callable[[list[str]], subprocess.CompletedProcess]
 
 

@@ -1,1 +1,0 @@
-../../../../src/enclave/gateway/accesslog.py

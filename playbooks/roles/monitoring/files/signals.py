@@ -1,1 +1,0 @@
-../../../../src/enclave/monitoring/signals.py

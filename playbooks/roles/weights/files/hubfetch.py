@@ -1,1 +1,0 @@
-../../../../src/enclave/weights/hubfetch.py

@@ -1,1 +1,0 @@
-"""Monitoring helpers; signals.py is also an on-host tool (standard library only)."""
