@@ -34,7 +34,7 @@ from enclave.runner import PlaybookRequest, run_playbook
 from enclave.sandbox import Sandbox
 from enclave.sandbox.spec import SandboxSpec
 
-TOOL = "/opt/enclave/weights-tool/transfer.py"
+TOOL = "/opt/enclave/tools/hosttools/transfer.py"
 SRC = "/srv/enclave/models/bench-source"  # inside the seed's rsync module
 DEST = "/srv/enclave/bench-dest"
 PORT = 7480  # the weights relay port: open between cluster hosts

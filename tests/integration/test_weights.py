@@ -116,7 +116,7 @@ def test_a_flipped_byte_is_repaired_alone(inventory: Path, weights_ready: str) -
     size = int(ssh(inventory, "node1", f"stat -c %s {shard}").stdout)
     before_node2 = last_transfer(inventory, "node2")
     ssh(inventory, "node1", f"printf 'Z' | dd of={shard} bs=1 seek={size // 2} conv=notrunc status=none")
-    assert ssh(inventory, "node1", f"/opt/enclave/weights-tool/nodetool.py verify {MODEL_DIR}/current",
+    assert ssh(inventory, "node1", f"/opt/enclave/tools/hosttools/nodetool.py verify {MODEL_DIR}/current",
                check=False).returncode == 1, "the flipped byte was not caught"
 
     enclave("weights", "sync", "-i", str(inventory), check=True)
@@ -126,7 +126,7 @@ def test_a_flipped_byte_is_repaired_alone(inventory: Path, weights_ready: str) -
     assert moved["rsync"]["files"] == 1 and moved["relay"] is None
     assert 0 < moved["bytes_moved"] < size, "more than the damaged file was sent"
     assert last_transfer(inventory, "node2") == before_node2, "node2 was sent something it did not need"
-    assert ssh(inventory, "node1", f"/opt/enclave/weights-tool/nodetool.py verify {MODEL_DIR}/current",
+    assert ssh(inventory, "node1", f"/opt/enclave/tools/hosttools/nodetool.py verify {MODEL_DIR}/current",
                check=False).returncode == 0
 
 

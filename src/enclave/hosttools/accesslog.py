@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The gateway's access log (nginx's `enclave` log_format, one JSON record per request): its token accounting.
 
-Runs on the gateway, copied there without the enclave package, so: standard library only. Two readers:
+Runs on the gateway, without the enclave package: imported by signals.py from the installed hosttools/, and sent
+alone by the gateway role's `script` task (`enclave usage`), without its siblings. So it must stay self-contained,
+importing the standard library only (tests/unit/test_hosttools.py checks). Two readers:
 
 - `Tally` + `read_new`: the records appended since the last read (offset and inode kept in a state file; a log
   rotated since is finished from its `.1` first), added to running totals that only grow, for the usage counters

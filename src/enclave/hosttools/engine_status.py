@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What `enclave status` reads on a node, printed as one JSON object. Reads only; standard library only.
 
-Run by the engine role's status task (`ansible.builtin.script`, from the controller's copy). It gathers raw
+Run by the engine role's status task (`ansible.builtin.script`, from the controller's copy). The script module
+sends this one file, without its siblings in hosttools/: it must stay self-contained, importing the standard
+library only (tests/unit/test_hosttools.py checks). It gathers raw
 answers: the unit's state, the `current` link, the engine's /health and /metrics (from the node itself, on its
 private address), nvidia-smi's CSV. The controller parses them (enclave.status), where they are unit-tested.
 """

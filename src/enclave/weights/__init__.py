@@ -1,4 +1,5 @@
-"""weights: manifests, hashing, transfer."""
+"""weights: air-gap bundles, the sandbox's tiny model, the signer pin; the on-host tools (manifests, hashing,
+transfer) are in enclave.hosttools."""
 
 from __future__ import annotations
 
