@@ -9,6 +9,7 @@ imports the same modules as enclave.hosttools.
     signals.py        the kit's own signals as node exporter textfile metrics (enclave-signals.service)
     accesslog.py      the gateway's access log: token accounting (imported by signals, sent alone by `script`)
     engine_status.py  what `enclave status` reads on a node (sent alone by `script`)
+    run_sent.py       runs a tool from the controller's copy of the package, sent on stdin (`nodetool status`)
 
 Rules, because the hosts have python3 but no enclave package:
 - Standard library only (hubfetch.py also imports huggingface_hub, late, from the venv it runs with).
@@ -17,6 +18,7 @@ Rules, because the hosts have python3 but no enclave package:
 - A tool run by path (`python3 .../hosttools/nodetool.py`) has no package, so its relative imports would fail: each
   such entry module names one first (PEP 366: when `__package__` is empty, put the folder's parent on sys.path and
   set `__package__` to the folder's name).
-- engine_status.py and accesslog.py are sent as one file by Ansible's `script` module, without their siblings: they
-  import nothing of this package (tests/unit/test_hosttools.py checks both rules).
+- engine_status.py and accesslog.py are sent as one file by Ansible's `script` module, and run_sent.py as
+  `python3 -c`, without their siblings: they import nothing of this package (tests/unit/test_hosttools.py checks
+  both rules).
 """
