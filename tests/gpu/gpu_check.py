@@ -256,7 +256,7 @@ def serve_check(document: dict[str, Any], wheelhouse: Path, work: Path, out: Pat
         report.fail("vLLM: installing the wheelhouse failed: " + (install.stdout + install.stderr).strip()[-300:])
         return
     installed = time.monotonic()
-    from enclave.weights.tinymodel import ONE_B, make_tiny_model  # numpy and friends: only on this path
+    from enclave.sandbox.tinymodel import ONE_B, make_tiny_model  # numpy and friends: only on this path
 
     make_tiny_model(model, shape=ONE_B)
     made = time.monotonic()

@@ -30,7 +30,7 @@ import pytest
 
 from enclave.mirror.repo import publish
 from enclave.plan import planfile
-from enclave.weights.tinymodel import TINY_MODEL_REPO, make_tiny_model
+from enclave.sandbox.tinymodel import TINY_MODEL_REPO, make_tiny_model
 from tests.integration.conftest import enclave, ssh
 from tests.integration.nethelpers import Gateway, answering_engines, completion_body, host_address, served_model
 from tests.integration.test_weights import HUB_ROOT, MODEL_DIR, current, planned_revision, variant

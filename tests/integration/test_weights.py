@@ -22,7 +22,7 @@ from enclave import paths
 from enclave.mirror.repo import publish
 from enclave.sandbox import Sandbox
 from enclave.sandbox.spec import SandboxSpec
-from enclave.weights.tinymodel import TINY_MODEL_REPO, make_tiny_model
+from enclave.sandbox.tinymodel import TINY_MODEL_REPO, make_tiny_model
 
 from .conftest import ENCLAVE, SANDBOX, STATE, enclave, ssh
 

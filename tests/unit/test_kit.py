@@ -14,7 +14,7 @@ from enclave.errors import UsageError
 from enclave.kit import apt, build, delta, manifest, verify
 from enclave.kit.build import KitContent, WeightsSource
 from enclave.kit.manifest import KitKey, KitRefused
-from enclave.weights.tinymodel import make_tiny_model
+from enclave.sandbox.tinymodel import make_tiny_model
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 LINES: list[str] = []

@@ -16,8 +16,8 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from enclave.errors import UsageError
-from enclave.weights import tinymodel
-from enclave.weights.tinymodel import HIDDEN_SIZE, INTERMEDIATE_SIZE, NUM_LAYERS, SHARD_NAMES, make_tiny_model
+from enclave.sandbox import tinymodel
+from enclave.sandbox.tinymodel import HIDDEN_SIZE, INTERMEDIATE_SIZE, NUM_LAYERS, SHARD_NAMES, make_tiny_model
 
 # Pinned so a dependency upgrade that changes the bytes (numpy's RandomState stream, safetensors' header layout)
 # is noticed here rather than as a manifest mismatch on a cluster.
@@ -50,7 +50,7 @@ def test_same_seed_gives_the_same_bytes_in_and_out_of_process(model_dir: Path, t
     # Another process with one tokenizer thread and another hash seed: training and dict order must not matter.
     env = {**os.environ, "RAYON_RS_NUM_CPUS": "1", "PYTHONHASHSEED": "12345"}
     subprocess.run(
-        [sys.executable, "-m", "enclave.weights.tinymodel", str(tmp_path / "sub"), "--seed", "0"],
+        [sys.executable, "-m", "enclave.sandbox.tinymodel", str(tmp_path / "sub"), "--seed", "0"],
         check=True,
         env=env,
         capture_output=True,

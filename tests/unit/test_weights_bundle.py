@@ -8,8 +8,8 @@ import pytest
 
 from enclave.errors import EnclaveError, UsageError
 from enclave.hosttools.manifest import read_manifest
+from enclave.sandbox.tinymodel import make_tiny_model
 from enclave.weights import bundle
-from enclave.weights.tinymodel import make_tiny_model
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 

@@ -58,7 +58,7 @@ def _ensure_model(cache: Path, root: Path, say: object) -> str:
             and (repo_dir / recorded["revision"]).is_dir()):
         return str(recorded["revision"])
     require_tiny_model_modules()
-    from enclave.weights.tinymodel import make_tiny_model  # numpy, safetensors, tokenizers: only when needed
+    from enclave.sandbox.tinymodel import make_tiny_model  # numpy, safetensors, tokenizers: only when needed
 
     say(f"generating the sandbox's tiny model and publishing it as {TINY_MODEL_REPO} on the hub mirror")  # type: ignore[operator]
     source = cache / "tiny-model"

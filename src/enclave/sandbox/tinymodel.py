@@ -4,7 +4,7 @@ The local sandbox has no GPU and no internet, yet the kit must show that it can 
 them with vLLM. This module writes a model small enough for vLLM's CPU build on two cores. For a given seed the output
 is byte-identical wherever and however often it is made, so a sha256 manifest of it never changes.
 
-    python -m enclave.weights.tinymodel DEST [--seed N] [--shape tiny|1b]
+    python -m enclave.sandbox.tinymodel DEST [--seed N] [--shape tiny|1b]
 
 The `1b` shape (about a billion parameters, same tokenizer) is for the GPU smoke check (tests/gpu/gpu_check.py),
 where a model that small would measure nothing but overhead.
@@ -315,7 +315,7 @@ def _readme(seed: int, vocab_size: int, shape: Shape = TINY) -> str:
     return (
         f"# {TINY_MODEL_REPO}\n\n"
         "Random weights for testing: this model knows nothing and answers with gibberish.\n\n"
-        f"Made by `python -m enclave.weights.tinymodel DEST --seed {seed}"
+        f"Made by `python -m enclave.sandbox.tinymodel DEST --seed {seed}"
         + ("" if shape == TINY else f" --shape {shape.name}")
         + "`, without torch, so that enclave's local\n"
         "sandbox can carry, hash and serve a model end to end on CPUs. The same seed gives byte-identical files.\n\n"
@@ -345,7 +345,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m enclave.weights.tinymodel",
+        prog="python -m enclave.sandbox.tinymodel",
         description=f"Write the random-weight test model {TINY_MODEL_REPO} into DEST.",
     )
     parser.add_argument("dest", type=Path, metavar="DEST", help="a new or empty directory")
