@@ -44,7 +44,16 @@ TOOL_PACKAGES: dict[str, str] = {
     "apt-cache": "apt",
     # the audit trail records the inventory's commit (enclave.audit; without git it records none)
     "git": "git",
+    # the on-host status probe (src/enclave/hosttools/engine_status.py) reads the engine's unit
+    "systemctl": "systemd",
 }
+
+# Tools only the on-host tools (src/enclave/hosttools) run, on a cluster host, never on this machine: the role that
+# puts each on the host, for the reader. engine_status.py looks nvidia-smi up before it runs it (no GPU, no call).
+ON_HOST_ONLY: dict[str, str] = {
+    "nvidia-smi": "the nvidia role (GPU nodes)",
+}
+HOSTTOOLS_DIR = "src/enclave/hosttools/"
 
 # Files (not programs) the unit tests load, with their Debian package: the gateway's njs module (the gateway role's
 # gateway_njs_module; tests/unit/test_host_packages.py holds both to the role and to HOST_PACKAGES).
