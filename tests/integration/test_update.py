@@ -261,7 +261,8 @@ def test_plain_ansible_playbook_records_the_revision_it_moved_to(scene: Scene) -
     planfile.write(inv, {**(planfile.read(inv) or {}), "revision": scene.planned})
     before = {h: engine_process(inv, h) for h in NODES}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(["ansible-playbook", "playbooks/update.yml", "-i", str(inv), "-e",
+    # --flush-cache: see test_deploy's plain run (one fact cache by host name for every inventory)
+    proc = subprocess.run(["ansible-playbook", "playbooks/update.yml", "-i", str(inv), "--flush-cache", "-e",
                            f"update_revision={scene.new}"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
