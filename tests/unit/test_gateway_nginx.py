@@ -1,6 +1,7 @@
 """The gateway role's nginx configuration, rendered by Ansible and served by a real nginx on this machine in
 front of two stand-in engines (plain HTTP servers on loopback addresses): keys, allow-list, TLS from the role's
-own internal-CA tasks, streaming, failover and drain, and a log that never holds a key."""
+own internal-CA tasks, streaming, failover and drain, idle engine connections closed before the engine closes them,
+and a log that never holds a key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import contextlib
 import http.client
 import json
 import os
+import queue
+import select
 import shutil
 import signal
 import socket
@@ -484,3 +487,57 @@ def test_a_stopped_engine_is_skipped(gateway: Gateway) -> None:
         assert {json.loads(b)["served_by"] for _, _, b in statuses} == {"node2"}
     finally:
         gateway.engines["node1"].start()
+
+
+# vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE default, which the engine role keeps: uvicorn closes a connection idle this long.
+ENGINE_IDLE_CLOSE_S = 5.0
+
+
+def idle_watch(address: str) -> tuple[int, queue.Queue[tuple[str, float]]]:
+    """An engine stand-in for one kept-alive connection: answers one request, then waits as uvicorn does for the
+    next one; reports who closed the idle connection first ("gateway", or "engine" at ENGINE_IDLE_CLOSE_S) and when."""
+    listener = socket.create_server((address, 0))
+    port = int(listener.getsockname()[1])
+    result: queue.Queue[tuple[str, float]] = queue.Queue()
+
+    def watch() -> None:
+        with listener:
+            listener.settimeout(30)
+            conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    result.put(("gateway before the request", 0.0))
+                    return
+                request += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            answered = time.monotonic()
+            readable, _, _ = select.select([conn], [], [], ENGINE_IDLE_CLOSE_S)
+            idle = time.monotonic() - answered
+            if not readable:
+                result.put(("engine", idle))
+            else:
+                result.put(("gateway" if conn.recv(1) == b"" else "another request", idle))
+
+    threading.Thread(target=watch, daemon=True).start()
+    return port, result
+
+
+def test_the_gateway_lets_go_of_an_idle_engine_connection_before_the_engine_does(gateway: Gateway) -> None:
+    # Otherwise a request can go down a connection the engine is closing: with the other replica drained there is
+    # none to retry on, and the client gets a 502 (test_update saw one while node1 stayed out after a failed update).
+    port, result = idle_watch("127.0.0.13")
+    gateway.write_upstream(f"server 127.0.0.13:{port} max_fails=2 fail_timeout=10s;\n")
+    try:
+        assert gateway.nginx("-s", "reload").returncode == 0
+        time.sleep(1)  # the new workers take over
+        status, _, _ = gateway.request("GET", "/health")
+        assert status == 200
+        closer, idle = result.get(timeout=ENGINE_IDLE_CLOSE_S + 10)
+        assert closer == "gateway", f"the {closer} closed the idle connection after {idle:.1f} s"
+    finally:
+        gateway.write_upstream(gateway.files["upstream.conf"])
+        assert gateway.nginx("-s", "reload").returncode == 0
+        time.sleep(1)
