@@ -60,6 +60,7 @@ def run_play(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[st
     (tmp / "ansible.cfg").write_text("[defaults]\n")
     env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
            "ANSIBLE_FILTER_PLUGINS": str(REPO / "playbooks" / "filter_plugins"),
+           "ANSIBLE_LIBRARY": str(REPO / "playbooks" / "library"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False",
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False", **(env or {})}
     return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp / "hosts.yml"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,15 +161,41 @@ def test_the_weights_status_task_answers_from_the_controllers_copy(tmp_path: Pat
     assert not (tmp_path / "opt").exists()
 
 
-def test_the_tools_task_installs_the_listed_files_once(tmp_path: Path) -> None:
-    """roles/enclave/tasks/tools.yml: the listed files under enclave_tool_dir/hosttools/, and a second run changes
-    nothing (no __pycache__ or other stray file travels)."""
-    if os.geteuid() != 0:
-        pytest.skip("the task installs as root:root")
-    opt = tmp_path / "opt"
-    runs = [run_play(tmp_path, roles=[], groups={"enclave_nodes": {"n1": {}}}, extra={"enclave_opt_dir": str(opt)},
-                     task_files=("enclave/tasks/tools.yml",)) for _ in range(2)]
-    assert runs[0].returncode == 0 and runs[1].returncode == 0, runs[0].stdout[-3000:] + runs[1].stdout[-3000:]
-    assert "changed=0" in runs[1].stdout.split("PLAY RECAP")[1]
-    assert sorted(p.name for p in (opt / "tools").iterdir()) == ["hosttools"]
-    assert sorted(p.name for p in (opt / "tools" / "hosttools").iterdir()) == sorted(LISTED)
+def install_with_the_role(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """roles/enclave/tasks/tools.yml run by Ansible on this machine, with enclave_opt_dir under tmp."""
+    return run_play(tmp, roles=[], groups={"hosts": {"here": {}}}, task_files=("enclave/tasks/tools.yml",),
+                    extra={"enclave_opt_dir": str(tmp / "opt")}, args=args)
+
+
+def recap_changed(proc: subprocess.CompletedProcess[str]) -> int:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return int(re.findall(r"^here\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.MULTILINE)[-1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the role installs the tools owned by root")
+def test_the_role_installs_every_tool_in_one_task_and_rewrites_only_what_differs(tmp_path: Path) -> None:
+    folder = tmp_path / "opt" / "tools" / "hosttools"
+    assert recap_changed(install_with_the_role(tmp_path)) == 2  # the folders, then the files
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["hosttools"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(LISTED)  # no __pycache__ or other stray file
+    for name in LISTED:
+        assert (folder / name).read_bytes() == (PACKAGE / name).read_bytes(), name
+        assert (folder / name).stat().st_mode & 0o7777 == 0o755, name
+    untouched = {name: (folder / name).stat().st_ino for name in LISTED}
+
+    assert recap_changed(install_with_the_role(tmp_path)) == 0
+
+    (folder / "common.py").write_text("# edited on the host\n")
+    (folder / "tree.py").chmod(0o600)
+    checked = install_with_the_role(tmp_path, "--check", "--diff")
+    assert recap_changed(checked) == 1
+    assert "+# edited on the host" not in checked.stdout and "-# edited on the host" in checked.stdout
+    assert (folder / "common.py").read_text() == "# edited on the host\n", "check mode wrote a file"
+    assert (folder / "tree.py").stat().st_mode & 0o777 == 0o600, "check mode changed a mode"
+
+    assert recap_changed(install_with_the_role(tmp_path)) == 1
+    assert (folder / "common.py").read_bytes() == (PACKAGE / "common.py").read_bytes()
+    assert (folder / "tree.py").stat().st_mode & 0o777 == 0o755
+    replaced = {name for name in LISTED if (folder / name).stat().st_ino != untouched[name]}
+    assert replaced == {"common.py"}, "files already right were rewritten"
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [], "a temporary file was left"
