@@ -129,6 +129,10 @@ def sandbox() -> Iterator[SandboxStatus]:
     assert status.healthy, status
     yield status
     if SANDBOX == "test":
+        # The sandbox's own servers' logs (packages, ntp, hub, wheels) outlive it, for a failure to be read after.
+        shutil.rmtree(STATE / "sandbox-logs", ignore_errors=True)
+        if (box.home / "logs").is_dir():
+            shutil.copytree(box.home / "logs", STATE / "sandbox-logs")
         box.down()
 
 
