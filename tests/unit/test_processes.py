@@ -13,15 +13,16 @@ from enclave.pids import pid_running
 from enclave.runner.processes import run_processes, stop_run
 
 # A process tree with the shape of ansible-playbook's under ansible-runner: a parent in a session of its own that
-# forks a worker, which leaves the process group with setsid() as Ansible's workers do.
+# forks a worker, which leaves the process group with setsid() as Ansible's workers do. The worker says its PID
+# only after setsid(): had the parent said it, a loaded machine could run the test's killpg before the worker left
+# the group, killing it too (a rehearsal saw that: stop_run then found nothing left to stop).
 TREE = """
 import os, time
-pid = os.fork()
-if pid == 0:
+if os.fork() == 0:
     os.setsid()
+    print(os.getpid(), flush=True)
     time.sleep(60)
     os._exit(0)
-print(pid, flush=True)
 time.sleep(60)
 """
 
