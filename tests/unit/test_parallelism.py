@@ -136,7 +136,11 @@ def test_sandbox_cpu_nodes_are_one_replica_each() -> None:
     assert [r.hosts for r in plan.replicas] == [("node1",), ("node2",)]
     assert all((r.tensor_parallel, r.pipeline_parallel, r.data_parallel) == (1, 1, 1) for r in plan.replicas)
     doc = plan_document(TINY, REV, plan)
-    assert doc["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert doc["env"] == {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
     assert doc["readiness_timeout_s"] == 600
     assert doc["replicas"][0]["args"][:4] == ["--max-model-len", "256", "--gpu-memory-utilization", "0.2"]
     # One node per replica: eager, so an engine start compiles nothing (the profile's single_host_args).

@@ -37,7 +37,11 @@ def test_sandbox_profile_carries_the_cpu_facts() -> None:
     args = tiny.args_for("cpu")
     assert args[args.index("--max-model-len") + 1] == "256"
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.2"
-    assert tiny.env_for("cpu") == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert tiny.env_for("cpu") == {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
     # Eager only where a replica sits on one host (pipeline parallel across CPU hosts fails eager).
     assert "--enforce-eager" not in args
     assert tiny.args_for("cpu", single_host=True) == (*args, "--enforce-eager")
