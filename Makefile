@@ -23,7 +23,7 @@ demo: venv host-packages
 	$(BIN)/enclave chat --client sandbox-demo "In one sentence: what is an air-gapped network?"
 
 test: venv host-packages
-	ENCLAVE_INTEGRATION=required $(BIN)/python -m tests.both_tiers
+	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/unit tests/integration
 
 unit: venv
 	$(BIN)/pytest tests/unit
