@@ -205,7 +205,18 @@ class _Reader:
         return cluster
 
 
+def _pause(stop: threading.Event, seconds: float) -> None:
+    """Sleep until `seconds` pass or `stop` is set, without stop.wait(): Event.wait() holds the Event's lock while
+    it runs Python code, and a SIGINT handled there calls stop.set(), which takes the same lock: the process hung
+    for good after Ctrl-C (a CI rehearsal saw --watch outlive SIGINT by 120 s). is_set() takes no lock."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
 def _watch(reader: _Reader, interval: float, as_json: bool) -> None:
+    # Only the signal handler sets `stop` and nothing in this thread ever waits on it (see _pause): the runner's
+    # thread polls is_set(), which takes no lock.
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -223,7 +234,7 @@ def _watch(reader: _Reader, interval: float, as_json: bool) -> None:
                 cluster = reader.read(samples=1, cancel=stop)
             except RunError as exc:  # a round where no host answered; the next one may
                 err.print(f"{time.strftime('%H:%M:%S')} {exc}", highlight=False, soft_wrap=True)
-                stop.wait(interval)
+                _pause(stop, interval)
                 continue
             if cluster is None:
                 break
@@ -236,7 +247,7 @@ def _watch(reader: _Reader, interval: float, as_json: bool) -> None:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
                 for line in plain_lines(cluster):
                     console.print(f"{stamp} {line}", highlight=False, soft_wrap=True)
-            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            _pause(stop, interval - (time.monotonic() - started))
     finally:
         if live is not None:
             live.stop()
