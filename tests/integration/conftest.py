@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -119,7 +120,10 @@ def ssh(inventory: Path, host: str, script: str, *, check: bool = True,
                    if host in group["hosts"] and group["hosts"][host])
     argv = ["ssh", "-i", data["vars"]["ansible_ssh_private_key_file"], *data["vars"]["ansible_ssh_common_args"].split(),
             f"root@{address}", script]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check, input=stdin)
+    # Never the test run's own stdin: ssh leaves the descriptor it was given O_NONBLOCK, and every Ansible tool
+    # started after it from the same stdin then refuses to run (a CI run failed so).
+    source: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=check, **source)
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,15 @@ def test_main_replaces_the_file_atomically_and_leaves_no_temporary(tmp_path: Pat
     assert float(stamp) <= time.time()
 
 
+def test_the_run_stamp_is_never_later_than_the_clock(tmp_path: Path) -> None:
+    # CI once read a stamp 0.05 ms ahead of time.time(): rounding 0.1469543 to the millisecond gave 0.147.
+    args = signals.parser().parse_args(["--out", str(tmp_path)])
+    for now in (1_796_597_881.1469543, 1_750_000_000.9996, 1_750_000_000.0):
+        text = signals.render(signals.collect(args, now=lambda now=now: now))
+        stamp = text.split("\nenclave_signals_last_run_timestamp_seconds ")[1]
+        assert now - 0.001 < float(stamp) <= now, (now, stamp)
+
+
 def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert signals.main(["--out", str(tmp_path / "missing")]) == 2
     assert signals.main(["--out", str(tmp_path), "--nodetool", "x"]) == 2

@@ -43,7 +43,10 @@ def _pytest(options: list[str], modules: tuple[str, ...], env: dict[str, str], j
         argv = [sys.executable, "-m", "pytest", "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
                 *options, f"--junitxml={report}", *([str(CHECKS_DIR / m) for m in modules] or [str(CHECKS_DIR)])]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+            # stdin from /dev/null: testinfra's Ansible backend runs ansible-inventory, which refuses a
+            # non-blocking stdin (enclave.runner.inventory).
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise RunError(f"the checks did not finish within {timeout:.0f} s") from exc
         # pytest: 0 passed, 1 some failed, 5 nothing collected; anything else is a problem of the run itself.

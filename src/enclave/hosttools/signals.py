@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import ssl
 import subprocess
@@ -205,7 +206,8 @@ def collect(args: argparse.Namespace, run: Runner = _run, now: Callable[[], floa
     if args.access_log:
         attempt("usage", lambda: usage_metrics(accesslog.read_new(Path(args.access_log), Path(args.access_state))))
     last = Metric("enclave_signals_last_run_timestamp_seconds", "gauge", "When these signals were written.")
-    last.samples.append(({}, round(now(), 3)))
+    # Truncated to the millisecond, not rounded: rounding could stamp a moment that has not happened yet.
+    last.samples.append(({}, math.floor(now() * 1000) / 1000))
     return [*metrics, errors, last]
 
 

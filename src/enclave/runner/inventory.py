@@ -34,7 +34,10 @@ def ansible_inventory(path: Path, vault_password_file: Path | None = None) -> In
     if vault_password_file is not None:  # vaulted group_vars, as docs/security.md recommends
         argv += ["--vault-password-file", str(vault_password_file)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+        # stdin from /dev/null: Ansible refuses a non-blocking stdin, and the one enclave was started with may be
+        # (an ssh run earlier from the same terminal or CI job leaves the shared descriptor O_NONBLOCK).
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InventoryError(f"{path}: ansible-inventory could not run: {exc}") from None
     if proc.returncode != 0:

@@ -49,8 +49,11 @@ def run(cmd: Sequence[str | Path], *, check: bool = True, timeout: float = 600,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     args = [str(c) for c in cmd]
     try:
+        # No input means /dev/null, never the caller's stdin: ssh and nspawn leave a descriptor they were
+        # given O_NONBLOCK, which Ansible's tools then refuse (enclave.runner.inventory).
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input,
-                              env=env, cwd=cwd, check=False)
+                              env=env, cwd=cwd, check=False,
+                              **({} if input is not None else {"stdin": subprocess.DEVNULL}))
     except FileNotFoundError as exc:
         raise SandboxError(f"{args[0]} is not installed ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
