@@ -22,11 +22,21 @@ demo: venv host-packages
 	$(BIN)/enclave status
 	$(BIN)/enclave chat --client sandbox-demo "In one sentence: what is an air-gapped network?"
 
+# The unit tier runs on every core (pytest-xdist, each module whole on one worker, so module fixtures are built once
+# and a module's tests never race each other): its tests mostly wait on subprocesses (ansible-playbook, nginx,
+# promtool). The integration tier stays serial: its modules share one deployed sandbox.
+# Both tiers always run; make test fails when either does.
 test: venv host-packages
-	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/unit tests/integration
+	@unit=0; integration=0; \
+	echo "make test: unit tier: $(BIN)/pytest -n auto --dist loadfile tests/unit"; \
+	$(BIN)/pytest -n auto --dist loadfile tests/unit || unit=$$?; \
+	echo "make test: integration tier: ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration"; \
+	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration || integration=$$?; \
+	echo "make test: unit tier exited $$unit, integration tier exited $$integration"; \
+	[ $$unit -eq 0 ] && [ $$integration -eq 0 ]
 
 unit: venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n auto --dist loadfile tests/unit
 
 integration: venv host-packages
 	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests import module_times
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # An xdist worker (make test runs the unit tier on every core) starts with COLUMNS=80 in its environment, and
+    # rich fixes a console's width from COLUMNS when the CLI module is imported (by the unit conftest, before any
+    # hook): the CLI tests' own COLUMNS (CliRunner env) would no longer widen the tables they read.
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
