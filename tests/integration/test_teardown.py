@@ -1,7 +1,8 @@
 """`enclave teardown` on the session's deployed sandbox, as its very last test (`destroys_sandbox` orders it
-after every other test): teardown --keep-weights keeps exactly the models and the keys that verify them (a
-redeploy of the service phases moves no weights), a full teardown leaves none of the kit's units, table, nginx,
-directories or service users (and a same-named user the site made stays), and a rerun changes nothing. The
+after every other test): teardown --keep-weights keeps exactly the models and the keys that verify them and removes
+every unit, table, nginx, directory and service user of a full deployment (a redeploy of the base and weights phases
+then moves no weights), a full teardown leaves nothing of the kit (and a same-named user the site made stays), and a
+rerun changes nothing. The
 session's first deploy is what it tears down, so no deploy of its own is paid for."""
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from enclave.cli.teardown import teardown_request
 from enclave.runner import PlaybookRequest, run_playbook
 from tests.integration.conftest import enclave, ssh
 
-PHASES = ("provision.yml", "firewall.yml", "weights.yml", "gateway.yml")
+# The phases that hold and check weights: the redeploy after --keep-weights proves the kept revisions verify with
+# the kept keys and move nothing. The firewall and the gateway are not redeployed: the --keep-weights teardown has
+# already removed them from a full deployment, and the final teardown's own part is the weights and their keys.
+PHASES = ("provision.yml", "weights.yml")
 # What the kit leaves on a host, one line per item, read the same way before and after.
 PROBE = r"""
 for u in enclave-engine enclave-weights-seed enclave-firewall; do
