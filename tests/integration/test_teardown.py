@@ -2,8 +2,7 @@
 after every other test): teardown --keep-weights keeps exactly the models and the keys that verify them and removes
 every unit, table, nginx, directory and service user of a full deployment (a redeploy of the base and weights phases
 then moves no weights), a full teardown leaves nothing of the kit (and a same-named user the site made stays), and a
-rerun changes nothing. The
-session's first deploy is what it tears down, so no deploy of its own is paid for."""
+rerun changes nothing. The session's first deploy is what it tears down, so no deploy of its own is paid for."""
 
 from __future__ import annotations
 
