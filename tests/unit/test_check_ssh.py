@@ -47,3 +47,11 @@ def test_without_the_directory_testinfra_would_open_a_session_per_command(home: 
     assert "ControlPath" not in ssh_command("node1")
     runner.ssh_control_dir().mkdir(parents=True)
     assert "ControlPath" in ssh_command("node1")
+
+
+def test_run_checks_makes_the_directory_before_testinfra_looks(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(runner, "_pytest", lambda *args: seen.append(runner.ssh_control_dir().is_dir()) or ([], ""))
+    runner.run_checks(home / "hosts.yml")
+    assert seen == [True]
+    assert runner.ssh_control_dir().stat().st_mode & 0o777 == 0o700
