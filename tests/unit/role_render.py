@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from enclave.ansible_env import strategy_env
+
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "playbooks" / "roles"
 
@@ -58,7 +60,8 @@ def run_play(tmp: Path, *, roles: list[str], groups: dict[str, dict[str, dict[st
                                                 **extra}))
     # An empty configuration: the checkout's ansible.cfg would bring its fact cache (other runs' hosts).
     (tmp / "ansible.cfg").write_text("[defaults]\n")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
+    # The strategy is the product's (mitogen's, unless ANSIBLE_STRATEGY says otherwise): what a deploy runs.
+    env = {**os.environ, **strategy_env(), "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
            "ANSIBLE_FILTER_PLUGINS": str(REPO / "playbooks" / "filter_plugins"),
            "ANSIBLE_LIBRARY": str(REPO / "playbooks" / "library"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False",
