@@ -25,15 +25,11 @@ demo: venv host-packages
 # The unit tier runs on every core (pytest-xdist, each module whole on one worker, so module fixtures are built once
 # and a module's tests never race each other): its tests mostly wait on subprocesses (ansible-playbook, nginx,
 # promtool). The integration tier stays serial: its modules share one deployed sandbox.
-# Both tiers always run; make test fails when either does.
+# The two tiers run at the same time (tests/tiers.py): the integration tier keeps the CPU only about half busy, and
+# the unit tier fills those gaps at a lower priority (nice 10). Its output is printed once both are done.
+# Both tiers always run; make test fails when either does, and Ctrl-C stops both.
 test: venv host-packages
-	@unit=0; integration=0; \
-	echo "make test: unit tier: $(BIN)/pytest -n auto --dist loadfile tests/unit"; \
-	$(BIN)/pytest -n auto --dist loadfile tests/unit || unit=$$?; \
-	echo "make test: integration tier: ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration"; \
-	ENCLAVE_INTEGRATION=required $(BIN)/pytest tests/integration || integration=$$?; \
-	echo "make test: unit tier exited $$unit, integration tier exited $$integration"; \
-	[ $$unit -eq 0 ] && [ $$integration -eq 0 ]
+	$(BIN)/python -m tests.tiers
 
 unit: venv
 	$(BIN)/pytest -n auto --dist loadfile tests/unit

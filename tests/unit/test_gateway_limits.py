@@ -63,11 +63,15 @@ def test_a_flooding_client_gets_429_while_another_is_served(gateway: Gateway) ->
 
     thread = threading.Thread(target=other_client)
     thread.start()
+    started = time.monotonic()
     flood = [gateway.request("POST", "/v1/completions", KEYS["flood"], {"prompt": "hi"}) for _ in range(12)]
+    lasted = time.monotonic() - started
     thread.join(60)
     statuses = [s for s, _, _ in flood]
-    # 1 r/s with a burst of 2: three at once, then about one a second (the flood lasts well under 3 s here).
-    assert 3 <= statuses.count(200) <= 5, statuses
+    # 1 r/s with a burst of 2: three at once, then one more for each second the flood lasted (well under 3 s on an
+    # idle machine; make test runs this tier beside the integration tier, where it may last longer).
+    assert 3 <= statuses.count(200) <= 4 + int(lasted), (statuses, lasted)
+    assert statuses.count(200) < len(statuses), f"the flood of {lasted:.1f} s was never limited: {statuses}"
     assert statuses[:3] == [200, 200, 200], statuses
     for status, headers, body in flood:
         if status != 200:
@@ -76,10 +80,19 @@ def test_a_flooding_client_gets_429_while_another_is_served(gateway: Gateway) ->
 
 
 def test_retry_after_follows_a_per_minute_rate(gateway: Gateway) -> None:
-    first = gateway.request("POST", "/v1/completions", KEYS["slow"], {"prompt": "hi"})
-    second = gateway.request("POST", "/v1/completions", KEYS["slow"], {"prompt": "hi"})
+    # 30 r/m: one request every 2 s, so a second request sent at once is refused. A pair that took 2 s or more (a
+    # loaded machine) proves nothing either way: wait out the rate and send it again, a bounded number of times.
+    for _ in range(3):
+        time.sleep(2.1)
+        started = time.monotonic()
+        first = gateway.request("POST", "/v1/completions", KEYS["slow"], {"prompt": "hi"})
+        second = gateway.request("POST", "/v1/completions", KEYS["slow"], {"prompt": "hi"})
+        if time.monotonic() - started < 1.8:
+            break
+    else:
+        pytest.fail("three pairs of requests each took 1.8 s or more: the machine is too loaded to test a 2 s rate")
     assert first[0] == 200
-    _is_limit_error(*second, retry_after="2")  # 30 r/m: one request every 2 s
+    _is_limit_error(*second, retry_after="2")
 
 
 def test_an_endpoint_the_client_may_not_use_is_403(gateway: Gateway) -> None:

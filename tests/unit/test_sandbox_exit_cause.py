@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from enclave.sandbox import system
 
@@ -42,6 +43,13 @@ def test_a_signal_is_named() -> None:
 def test_a_live_pid_under_another_command_line_says_so() -> None:
     proc = subprocess.Popen(NAP)
     try:
+        # Popen returns once the child's exec has released the parent (vfork), which is before the kernel has set
+        # up the new command line: read early, /proc shows it empty (a loaded CI run did).
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        for _ in range(100):
+            if b"time.sleep(30)" in cmdline.read_bytes():
+                break
+            time.sleep(0.05)
         assert not system.pid_alive(proc.pid, "--machine=x")
         why = system.why_not_running(proc.pid, "--machine=x")
         assert why.startswith(f"PID {proc.pid} runs but its command line no longer names '--machine=x'"), why
