@@ -25,9 +25,9 @@ demo: venv host-packages
 # The unit tier runs on every core (pytest-xdist, each module whole on one worker, so module fixtures are built once
 # and a module's tests never race each other): its tests mostly wait on subprocesses (ansible-playbook, nginx,
 # promtool). The integration tier stays serial: its modules share one deployed sandbox.
-# The two tiers run at the same time (tests/tiers.py): the integration tier keeps the CPU only about half busy, and
-# the unit tier fills those gaps at a lower priority (nice 10). Its output is printed once both are done.
-# Both tiers always run; make test fails when either does, and Ctrl-C stops both.
+# The tiers overlap (tests/tiers.py): once the integration tier's first deploy is done, the rest of that tier keeps
+# the CPU only about half busy, and the unit tier fills those gaps beside it at a lower priority (nice 10). Its
+# output is printed once both are done. Both tiers always run; make test fails when either does; Ctrl-C stops both.
 test: venv host-packages
 	$(BIN)/python -m tests.tiers
 

@@ -1,13 +1,17 @@
-"""`make test`: the unit tier and the integration tier at the same time.
+"""`make test`: the integration tier, and the unit tier beside it once the integration tier's first deploy is done.
 
-The integration tier keeps this machine's CPU only about half busy (measured on the 2-core CI machine kind: 48% over
-its 28 minutes; it waits on engine starts, timers, grace periods and alerts), and the unit tier needs about 7 CPU
-minutes. Run one after the other, the unit tier's 4-5 minutes came on top; beside the integration tier, at a lower
-priority (nice 10: the integration tier's waits on real hosts keep their timing), it fills those gaps. Its output goes
-to a temporary file printed when both are done: two sessions writing one terminal would interleave their lines.
+Measured on the 2-core CI machine kind (/proc/stat sampled over a clean-clone run): the integration tier keeps the CPU
+48% busy over its 28 minutes, but its first deploy (vLLM installs, two engine starts: about 3 minutes) keeps it 78-100%
+busy, and after it the tier mostly waits on engine starts, timers, grace periods and alerts (27-58% per module). The
+unit tier needs about 7 CPU minutes. Run one after the other, its 4-5 minutes came on top of the integration tier's;
+started together, both fought over the first deploy (the integration tier lost 75 s). So the unit tier starts when the
+integration tier signals that its first deploy is done (`SIGNAL_ENV`, a file its conftest writes), or when the
+integration tier ends, or after `START_LIMIT_S`, whichever comes first, at a lower priority (nice 10) so the
+integration tier's waits on real hosts keep their timing. Its output goes to a temporary file printed when both are
+done: two sessions writing one terminal would interleave their lines.
 
-Both tiers always run; the exit status is nonzero when either failed. Ctrl-C stops both (the unit tier is in the
-same process group and gets the terminal's SIGINT too, and is terminated if it is still running).
+Both tiers always run; the exit status is nonzero when either failed. Ctrl-C stops both: each is in the terminal's
+process group and gets its SIGINT, and a unit tier still running when this runner ends is terminated.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 UNIT_NICE = 10
+SIGNAL_ENV = "ENCLAVE_TEST_DEPLOYED_SIGNAL"
+START_LIMIT_S = 900.0
 BIN = Path(sys.executable).parent
 
 
@@ -32,14 +39,33 @@ def integration_command() -> list[str]:
     return [str(BIN / "pytest"), "tests/integration"]
 
 
-def run(unit: Sequence[str], integration: Sequence[str], env: dict[str, str]) -> int:
-    with tempfile.TemporaryFile("w+") as log:
-        print(f"make test: unit tier, beside the integration tier (its output follows at the end): {' '.join(unit)}",
-              flush=True)
-        unit_proc = subprocess.Popen(unit, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+def _await_start(signal: Path, integration: subprocess.Popen[bytes], limit_s: float) -> str:
+    """Why the unit tier may start now: the signal appeared, the integration tier ended, or the limit passed."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if signal.exists():
+            return "the integration tier's first deploy is done"
+        if integration.poll() is not None:
+            return "the integration tier has ended"
+        time.sleep(1)
+    return f"the integration tier gave no signal within {limit_s:.0f} s"
+
+
+def run(unit: Sequence[str], integration: Sequence[str], env: dict[str, str],
+        start_limit_s: float = START_LIMIT_S) -> int:
+    with tempfile.TemporaryDirectory(prefix="enclave-tiers-") as scratch, \
+            (Path(scratch) / "unit.log").open("w+") as log:
+        signal = Path(scratch) / "first-deploy-done"
+        print(f"make test: integration tier: ENCLAVE_INTEGRATION=required {' '.join(integration)}", flush=True)
+        integration_proc = subprocess.Popen(integration, env={**env, "ENCLAVE_INTEGRATION": "required",
+                                                              SIGNAL_ENV: str(signal)})
+        unit_proc: subprocess.Popen[bytes] | None = None
         try:
-            print(f"make test: integration tier: ENCLAVE_INTEGRATION=required {' '.join(integration)}", flush=True)
-            integration_proc = subprocess.Popen(integration, env={**env, "ENCLAVE_INTEGRATION": "required"})
+            why = _await_start(signal, integration_proc, start_limit_s)
+            print(f"\nmake test: {why}: unit tier started beside it (its output follows at the end): "
+                  f"{' '.join(unit)}", flush=True)
+            unit_proc = subprocess.Popen(unit, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env)
             try:
                 integration_rc = integration_proc.wait()
             except KeyboardInterrupt:  # it had the same SIGINT: let it tear its sandbox down and end
@@ -48,9 +74,10 @@ def run(unit: Sequence[str], integration: Sequence[str], env: dict[str, str]) ->
                 print("make test: waiting for the unit tier", flush=True)
             unit_rc = unit_proc.wait()
         finally:
-            if unit_proc.poll() is None:
-                unit_proc.terminate()
-                unit_proc.wait(60)
+            for proc in (unit_proc, integration_proc):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(60)
         print("make test: the unit tier's output:", flush=True)
         log.seek(0)
         shutil.copyfileobj(log, sys.stdout)

@@ -1,4 +1,5 @@
-"""make test's runner (tests/tiers.py) with stand-in tiers: both run at once, both always run, the exit status says
+"""make test's runner (tests/tiers.py) with stand-in tiers: the unit tier starts once the integration tier signals
+its first deploy done (or ends, or the limit passes) and then runs beside it; both always run, the exit status says
 whether either failed, and the unit tier's output comes after the integration tier's, whole."""
 
 from __future__ import annotations
@@ -10,29 +11,46 @@ import pytest
 
 from tests import tiers
 
+# The integration stand-in waits (bounded: 20 s) for the unit stand-in's mark: it passes only if the unit tier ran
+# while it was still running.
+WAIT_FOR_UNIT = ('i=0; while [ ! -e "$MARK" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; '
+                 'echo integration-line; test -e "$MARK" && test "$ENCLAVE_INTEGRATION" = required')
 
-def sh(script: str) -> list[str]:
-    return ["sh", "-c", script]
 
-
-def run(tmp_path: Path, capfd: pytest.CaptureFixture[str], unit: str, integration: str) -> tuple[int, str]:
-    rc = tiers.run(sh(unit), sh(integration), {"PATH": "/usr/bin:/bin", "MARK": str(tmp_path / "mark")})
+def run(tmp_path: Path, capfd: pytest.CaptureFixture[str], unit: str, integration: str,
+        limit_s: float = 60) -> tuple[int, str]:
+    env = {"PATH": "/usr/bin:/bin", "MARK": str(tmp_path / "mark"), "EARLY": str(tmp_path / "early")}
+    rc = tiers.run(["sh", "-c", unit], ["sh", "-c", integration], env, start_limit_s=limit_s)
     return rc, capfd.readouterr().out
 
 
-def test_the_tiers_run_at_the_same_time_and_the_unit_output_follows(tmp_path: Path,
-                                                                     capfd: pytest.CaptureFixture[str]) -> None:
-    # The integration stand-in passes only if the unit stand-in has started meanwhile (bounded: 20 s).
-    mark = tmp_path / "mark"
-    unit = f"echo unit-line-1; touch {mark}; echo unit-line-2"
-    integration = ("i=0; while [ ! -e \"$MARK\" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; "
-                   "echo integration-line; test -e \"$MARK\" && test \"$ENCLAVE_INTEGRATION\" = required")
+def test_the_unit_tier_starts_at_the_signal_runs_beside_and_its_output_follows(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    unit = 'echo unit-line-1; touch "$MARK"; echo unit-line-2; test ! -e "$EARLY"'
+    # Before the signal the unit tier must not have started: the stand-in gives it a second to show up.
+    integration = (f'sleep 1; test -e "$MARK" && touch "$EARLY"; touch "${tiers.SIGNAL_ENV}"; {WAIT_FOR_UNIT}')
     rc, out = run(tmp_path, capfd, unit, integration)
     assert rc == 0, out
     lines = out.splitlines()
     assert lines.index("integration-line") < lines.index("make test: the unit tier's output:") \
         < lines.index("unit-line-1") < lines.index("unit-line-2"), out
+    assert "make test: the integration tier's first deploy is done: unit tier started beside it" in out
     assert out.rstrip().endswith("make test: unit tier exited 0, integration tier exited 0"), out
+
+
+def test_without_a_signal_the_unit_tier_starts_after_the_limit(tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    rc, out = run(tmp_path, capfd, 'touch "$MARK"', WAIT_FOR_UNIT, limit_s=1)
+    assert rc == 0, out
+    assert "the integration tier gave no signal within 1 s" in out
+
+
+def test_an_integration_tier_that_ends_first_still_gets_its_unit_tier(tmp_path: Path,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    rc, out = run(tmp_path, capfd, "echo unit-ran", "echo integration-ran; exit 4")
+    assert rc == 1, out
+    assert "the integration tier has ended" in out and "unit-ran" in out
+    assert "unit tier exited 0, integration tier exited 4" in out
 
 
 @pytest.mark.parametrize(("unit", "integration", "said"), [
@@ -42,7 +60,8 @@ def test_the_tiers_run_at_the_same_time_and_the_unit_output_follows(tmp_path: Pa
 ])
 def test_either_tier_failing_fails_make_test_after_both_ran(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                              unit: str, integration: str, said: str) -> None:
-    rc, out = run(tmp_path, capfd, f"echo unit-ran; {unit}", f"echo integration-ran; {integration}")
+    rc, out = run(tmp_path, capfd, f"echo unit-ran; {unit}",
+                  f'touch "${tiers.SIGNAL_ENV}"; echo integration-ran; {integration}')
     assert rc == 1 and said in out, out
     assert "unit-ran" in out and "integration-ran" in out
 
@@ -52,7 +71,6 @@ def test_the_unit_tier_runs_niced_on_every_core_and_the_integration_tier_seriall
     assert tiers.unit_command()[3:] == [str(Path(sys.executable).parent / "pytest"), "-n", "auto", "--dist",
                                         "loadfile", "tests/unit"]
     assert tiers.integration_command() == [str(Path(sys.executable).parent / "pytest"), "tests/integration"]
-    assert "-n" not in tiers.integration_command()
 
 
 def test_make_test_runs_this_runner() -> None:
