@@ -64,6 +64,16 @@ def test_unit_passes_systemd_analyze_verify(case: Path, tmp_path: Path) -> None:
         assert proc.returncode == 0 and not problems, f"{case.stem} {host}:\n{proc.stdout}{proc.stderr}"
 
 
+def test_the_stop_timeout_is_the_roles_setting() -> None:
+    plan = load_plan(CASES[0])
+    hosts = hosts_of(plan)
+    default = render("enclave-engine.service.j2", role_vars(plan, hosts[0], hosts, engine_wheelhouse_url="http://w/"))
+    assert "\nTimeoutStopSec=60\n" in default
+    short = render("enclave-engine.service.j2", role_vars(plan, hosts[0], hosts, engine_wheelhouse_url="http://w/",
+                                                           engine_stop_timeout_s=15))
+    assert "\nTimeoutStopSec=15\n" in short and "TimeoutStopSec=60" not in short
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
 def test_unit_carries_the_contract(case: Path) -> None:
     plan = load_plan(case)

@@ -89,3 +89,6 @@ def test_sandbox_inventory_sets_a_watchable_monitoring_pace_and_the_tests_webhoo
     variables = yaml.safe_load(text)["all"]["vars"]
     assert variables["monitoring_webhook_urls"] == [f"http://10.231.0.1:{inventory.WEBHOOK_PORT}/alerts"]
     assert variables["monitoring_alert_engine_down_for"] == "15s" and variables["monitoring_retention_size_gb"] == 1
+    # a stop that meets an engine's start is killed after 15 s (the role's default is 60; validate() above checked
+    # the name and type against the engine role's argument spec)
+    assert variables["engine_stop_timeout_s"] == 15

@@ -62,6 +62,9 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
                 # The sandbox made the client's lock, so it knows the digest to pin (docs/security.md).
                 "weights_hub_client_lock_sha256": hub_client_lock_sha256,
+                # A stop that meets an engine's start (vLLM ignores SIGTERM during part of it) is killed after
+                # 15 s, not the role's 60: the tiny model stops cleanly in about a second.
+                "engine_stop_timeout_s": 15,
                 # Monitoring at a pace a test can watch (an engine-down alert within seconds, not minutes) and a
                 # disk-sized retention; a real site keeps the role's defaults.
                 "monitoring_scrape_interval": "5s",
