@@ -148,8 +148,11 @@ class Gateway:
         (self.prefix / "enclave" / "upstream.conf").write_text(text)
 
     def access_log(self) -> str:
+        """The complete records so far: a read may meet a record nginx is still writing (a loaded machine did), so
+        a last line without its newline is left for the next read."""
         path = self.prefix / "logs" / "enclave-access.log"
-        return path.read_text() if path.exists() else ""
+        text = path.read_text() if path.exists() else ""
+        return text[:text.rfind("\n") + 1]
 
 
 def rendered(tmp: Path, *, engine_port: int, https_port: int, drained: list[str],

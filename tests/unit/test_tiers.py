@@ -1,6 +1,6 @@
-"""make test's runner (tests/tiers.py) with stand-in tiers: the unit tier starts once the integration tier signals
-its first deploy done (or ends, or the limit passes) and then runs beside it; both always run, the exit status says
-whether either failed, and the unit tier's output comes after the integration tier's, whole."""
+"""make test's runner (tests/tiers.py) with stand-in tiers (small Python programs): the unit tier starts once the
+integration tier signals its first deploy done (or ends, or the limit passes) and then runs beside it; both always
+run, the exit status says whether either failed, and the unit tier's output comes after the integration tier's."""
 
 from __future__ import annotations
 
@@ -11,24 +11,30 @@ import pytest
 
 from tests import tiers
 
+PRELUDE = ("import os, sys, time\nfrom pathlib import Path\n"
+           "mark, early = Path(os.environ['MARK']), Path(os.environ['EARLY'])\n")
 # The integration stand-in waits (bounded: 20 s) for the unit stand-in's mark: it passes only if the unit tier ran
-# while it was still running.
-WAIT_FOR_UNIT = ('i=0; while [ ! -e "$MARK" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; '
-                 'echo integration-line; test -e "$MARK" && test "$ENCLAVE_INTEGRATION" = required')
+# while it was still running, and only with ENCLAVE_INTEGRATION=required.
+WAIT_FOR_UNIT = ("for _ in range(200):\n    if mark.exists():\n        break\n    time.sleep(0.1)\n"
+                 "print('integration-line', flush=True)\n"
+                 "sys.exit(0 if mark.exists() and os.environ.get('ENCLAVE_INTEGRATION') == 'required' else 1)\n")
+SIGNAL = f"Path(os.environ['{tiers.SIGNAL_ENV}']).touch()\n"
 
 
 def run(tmp_path: Path, capfd: pytest.CaptureFixture[str], unit: str, integration: str,
         limit_s: float = 60) -> tuple[int, str]:
-    env = {"PATH": "/usr/bin:/bin", "MARK": str(tmp_path / "mark"), "EARLY": str(tmp_path / "early")}
-    rc = tiers.run(["sh", "-c", unit], ["sh", "-c", integration], env, start_limit_s=limit_s)
+    env = {"MARK": str(tmp_path / "mark"), "EARLY": str(tmp_path / "early")}
+    rc = tiers.run([sys.executable, "-c", PRELUDE + unit], [sys.executable, "-c", PRELUDE + integration], env,
+                   start_limit_s=limit_s)
     return rc, capfd.readouterr().out
 
 
 def test_the_unit_tier_starts_at_the_signal_runs_beside_and_its_output_follows(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    unit = 'echo unit-line-1; touch "$MARK"; echo unit-line-2; test ! -e "$EARLY"'
+    unit = ("print('unit-line-1', flush=True)\nmark.touch()\nprint('unit-line-2')\n"
+            "sys.exit(1 if early.exists() else 0)\n")
     # Before the signal the unit tier must not have started: the stand-in gives it a second to show up.
-    integration = (f'sleep 1; test -e "$MARK" && touch "$EARLY"; touch "${tiers.SIGNAL_ENV}"; {WAIT_FOR_UNIT}')
+    integration = "time.sleep(1)\nif mark.exists():\n    early.touch()\n" + SIGNAL + WAIT_FOR_UNIT
     rc, out = run(tmp_path, capfd, unit, integration)
     assert rc == 0, out
     lines = out.splitlines()
@@ -40,28 +46,28 @@ def test_the_unit_tier_starts_at_the_signal_runs_beside_and_its_output_follows(
 
 def test_without_a_signal_the_unit_tier_starts_after_the_limit(tmp_path: Path,
                                                                capfd: pytest.CaptureFixture[str]) -> None:
-    rc, out = run(tmp_path, capfd, 'touch "$MARK"', WAIT_FOR_UNIT, limit_s=1)
+    rc, out = run(tmp_path, capfd, "mark.touch()\n", WAIT_FOR_UNIT, limit_s=1)
     assert rc == 0, out
     assert "the integration tier gave no signal within 1 s" in out
 
 
 def test_an_integration_tier_that_ends_first_still_gets_its_unit_tier(tmp_path: Path,
                                                                       capfd: pytest.CaptureFixture[str]) -> None:
-    rc, out = run(tmp_path, capfd, "echo unit-ran", "echo integration-ran; exit 4")
+    rc, out = run(tmp_path, capfd, "print('unit-ran')\n", "print('integration-ran')\nsys.exit(4)\n")
     assert rc == 1, out
     assert "the integration tier has ended" in out and "unit-ran" in out
     assert "unit tier exited 0, integration tier exited 4" in out
 
 
 @pytest.mark.parametrize(("unit", "integration", "said"), [
-    ("exit 3", "true", "unit tier exited 3, integration tier exited 0"),
-    ("true", "exit 5", "unit tier exited 0, integration tier exited 5"),
-    ("exit 1", "exit 1", "unit tier exited 1, integration tier exited 1"),
+    (3, 0, "unit tier exited 3, integration tier exited 0"),
+    (0, 5, "unit tier exited 0, integration tier exited 5"),
+    (1, 1, "unit tier exited 1, integration tier exited 1"),
 ])
 def test_either_tier_failing_fails_make_test_after_both_ran(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                                             unit: str, integration: str, said: str) -> None:
-    rc, out = run(tmp_path, capfd, f"echo unit-ran; {unit}",
-                  f'touch "${tiers.SIGNAL_ENV}"; echo integration-ran; {integration}')
+                                                             unit: int, integration: int, said: str) -> None:
+    rc, out = run(tmp_path, capfd, f"print('unit-ran')\nsys.exit({unit})\n",
+                  SIGNAL + f"print('integration-ran')\nsys.exit({integration})\n")
     assert rc == 1 and said in out, out
     assert "unit-ran" in out and "integration-ran" in out
 
