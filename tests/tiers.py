@@ -4,7 +4,7 @@ Measured on the 2-core CI machine kind (/proc/stat sampled over a clean-clone ru
 48% busy over its 28 minutes, but its first deploy (vLLM installs, two engine starts: about 3 minutes) keeps it 78-100%
 busy, and after it the tier mostly waits on engine starts, timers, grace periods and alerts (27-58% per module). The
 unit tier needs about 7 CPU minutes. Run one after the other, its 4-5 minutes came on top of the integration tier's;
-started together, both fought over the first deploy (the integration tier lost 75 s). So the unit tier starts when the
+started together, both fought over the first deploy (284 s instead of 185 s). So the unit tier starts when the
 integration tier signals that its first deploy is done (`SIGNAL_ENV`, a file its conftest writes), or when the
 integration tier ends, or after `START_LIMIT_S`, whichever comes first, at a lower priority (nice 10) so the
 integration tier's waits on real hosts keep their timing. Its output goes to a temporary file printed when both are
@@ -66,13 +66,13 @@ def run(unit: Sequence[str], integration: Sequence[str], env: dict[str, str],
                   f"{' '.join(unit)}", flush=True)
             unit_proc = subprocess.Popen(unit, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env)
-            try:
-                integration_rc = integration_proc.wait()
-            except KeyboardInterrupt:  # it had the same SIGINT: let it tear its sandbox down and end
-                integration_rc = integration_proc.wait()
+            integration_rc = integration_proc.wait()
             if unit_proc.poll() is None:
                 print("make test: waiting for the unit tier", flush=True)
             unit_rc = unit_proc.wait()
+        except KeyboardInterrupt:
+            integration_proc.wait()  # it had the same SIGINT: let it tear its sandbox down and end
+            raise
         finally:
             for proc in (unit_proc, integration_proc):
                 if proc is not None and proc.poll() is None:

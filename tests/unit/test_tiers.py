@@ -4,7 +4,11 @@ run, the exit status says whether either failed, and the unit tier's output come
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +87,36 @@ def test_make_test_runs_this_runner() -> None:
     makefile = (Path(tiers.__file__).parents[1] / "Makefile").read_text()
     recipe = makefile[makefile.index("\ntest:"):].split("\n\n", 1)[0]
     assert "$(BIN)/python -m tests.tiers" in recipe, recipe
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["unit tier running", "before the signal"])
+def test_ctrl_c_stops_both_and_lets_the_integration_tier_tear_down(tmp_path: Path, signalled: bool) -> None:
+    # The runner in its own session, as make runs it in a terminal's process group; Ctrl-C is SIGINT to that group.
+    pids = tmp_path / "unit.pid" if signalled else tmp_path / "integration.pid"
+    unit = f"Path({str(tmp_path / 'unit.pid')!r}).write_text(str(os.getpid()))\ntime.sleep(60)\n"
+    integration = ((SIGNAL if signalled else f"Path({str(pids)!r}).write_text(str(os.getpid()))\n")
+                   + "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5)\n"
+                   "    (mark.parent / 'torn-down').touch()\n    sys.exit(2)\n")
+    runner = (f"import sys\nfrom tests import tiers\nsys.exit(tiers.run([sys.executable, '-c', {PRELUDE + unit!r}], "
+              f"[sys.executable, '-c', {PRELUDE + integration!r}], {{'MARK': {str(tmp_path / 'mark')!r}, "
+              f"'EARLY': {str(tmp_path / 'early')!r}}}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(tiers.__file__).parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(200):  # the unit tier (or, before the signal, the integration tier) runs (bounded: 20 s)
+        if pids.exists() and pids.read_text():
+            break
+        time.sleep(0.1)
+    assert pids.exists(), "the stand-in never started"
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode != 0, out
+    assert (tmp_path / "torn-down").exists(), f"the integration tier was not let finish its teardown:\n{out}"
+    if not signalled:
+        assert not (tmp_path / "unit.pid").exists(), f"the unit tier started after Ctrl-C:\n{out}"
+        return
+    unit_pid = int(pids.read_text())
+    for _ in range(100):
+        if not Path(f"/proc/{unit_pid}").exists():
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{unit_pid}").exists(), "the unit tier outlived the runner"
