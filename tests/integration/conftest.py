@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from enclave.kit import importer
 from enclave.sandbox import Sandbox, SandboxStatus
 from tests.host_tools import TOOL_PACKAGES
 from tests.required import skip_or_fail
@@ -103,9 +104,11 @@ def integration_host() -> None:
     os.environ["ENCLAVE_STATE_DIR"] = str(STATE)
 
 
-def enclave(*args: str, check: bool | None = None, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """The installed CLI as an operator runs it (not a TTY here, so progress comes as plain lines)."""
-    proc = subprocess.run([ENCLAVE, *args], capture_output=True, text=True, timeout=timeout, check=False,
+def enclave(*args: str, check: bool | None = None, timeout: float = 1200,
+            cli: str = ENCLAVE) -> subprocess.CompletedProcess[str]:
+    """The installed CLI as an operator runs it (not a TTY here, so progress comes as plain lines); `cli` another
+    installation of it (the one installed from the offline site kit)."""
+    proc = subprocess.run([cli, *args], capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, "COLUMNS": "200", "ENCLAVE_STATE_DIR": str(STATE)})
     if check and proc.returncode != 0:
         pytest.fail(f"enclave {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -130,7 +133,11 @@ def ssh(inventory: Path, host: str, script: str, *, check: bool = True,
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxStatus]:
     box = Sandbox(SANDBOX, state_root=STATE)
-    status = box.up(nodes=2, report=lambda m: print(f"sandbox: {m}"))
+    # The session starts on the sandbox's own sources, also on a kept sandbox that test_scale_out switched to the
+    # offline site kit.
+    status = box.up(nodes=2, offline_kit=False, report=lambda m: print(f"sandbox: {m}"))
+    if status.inventory is not None:
+        importer.settings_path(status.inventory).unlink(missing_ok=True)
     assert status.healthy, status
     yield status
     if SANDBOX == "test":

@@ -1,44 +1,119 @@
-"""Scale-out on the session's deployed sandbox: a third inference node added to the inventory joins through
-`enclave deploy`. It is provisioned, takes the model from its peers (the relay starts at a node that holds the
-revision, verified; the staging host sends nothing), starts its engine and enters the gateway's rotation, while the
-engines already serving are not restarted.
+"""Scale-out on the session's deployed sandbox, from the offline site kit (issue #18): a kit is built from the
+inventory's plan while the sandbox's stand-in for the internet (its hub) still answers; a fresh venv gets the CLI
+from the kit alone (`pip install --no-index`); the controller then stops serving the nodes anything but time, so
+every package, wheel and weight can only come from the kit. A tampered copy of the kit is refused at import naming
+the file; the kit itself is imported (the staging host copies, checks and serves it) and a third inference node,
+added to the inventory, joins through the kit's `enclave deploy`: provisioned from the kit's packages, vLLM from its
+wheelhouse, the model from its peers (the relay starts at a node that holds the revision; the staging host sends
+nothing), verified, in the gateway's rotation, while the engines already serving are not restarted.
 
-`grows_sandbox` orders it after every test that expects two nodes; the teardown test, last, removes all three.
+`grows_sandbox` orders it after every test that expects two nodes and the sandbox's own sources; the teardown test,
+last, removes all three and redeploys (the kit first) after its --keep-weights teardown.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from enclave.kit import importer
 from enclave.plan import planfile
 from enclave.sandbox import Sandbox
+from enclave.sandbox.hub import HUB_PORT
 from tests.integration.conftest import SANDBOX, STATE, enclave, ssh
 from tests.integration.nethelpers import Gateway, answering_engines, host_address, served_model
 from tests.integration.test_weights import current, last_transfer, planned_revision
 
 UNIT = "enclave-engine.service"
 PEERS = ("node1", "node2")
+KIT = STATE / "site-kit"  # not STATE / "kit": the kit signing key lives there
+KIT_VENV = STATE / "site-kit-cli"
 
 
 def engine_pid(inventory: Path, host: str) -> str:
     return ssh(inventory, host, f"systemctl show {UNIT} -p MainPID --value").stdout.strip()
 
 
+def build_kit(inventory: Path) -> str:
+    """`enclave kit build` as on a connected machine (the hub stand-in plays the internet); returns the key's pin."""
+    shutil.rmtree(KIT, ignore_errors=True)
+    controller = yaml.safe_load(inventory.read_text())["all"]["vars"]["base_ntp_servers"][0]
+    built = enclave("kit", "build", "-i", str(inventory), "--out", str(KIT), "--no-gpu",
+                    "--endpoint", f"http://{controller}:{HUB_PORT}", check=True)
+    pin = re.search(r"--pin\s+(SHA256:\S+)", built.stdout)
+    assert pin, built.stdout
+    return pin.group(1)
+
+
+def install_cli_from_kit() -> str:
+    """The controller's CLI in a fresh venv from the kit's controller wheelhouse alone, as the runbook says."""
+    shutil.rmtree(KIT_VENV, ignore_errors=True)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(KIT_VENV)], check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL, timeout=300)
+    lock = KIT / "wheels" / "controller" / "requirements.txt"
+    installed = subprocess.run([str(KIT_VENV / "bin" / "pip"), "install", "--no-index", "--find-links",
+                                str(lock.parent), "--require-hashes", "-r", str(lock)], capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL, timeout=600, check=False)
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    return str(KIT_VENV / "bin" / "enclave")
+
+
+def tampered_copy() -> tuple[Path, str]:
+    """A copy of the kit (hard links: no second gigabyte) with one wheel's bytes changed (a new file, not the
+    linked one); returns it and the changed file's path inside the kit."""
+    copy = STATE / "site-kit-tampered"
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(KIT), str(copy)], check=True, stdin=subprocess.DEVNULL)
+    wheel = sorted((copy / "wheels" / "hub-client").glob("*.whl"))[0]
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    wheel.unlink()
+    wheel.write_bytes(bytes(data))
+    return copy, str(wheel.relative_to(copy))
+
+
 @pytest.mark.grows_sandbox
-def test_a_third_node_joins_through_deploy_with_weights_from_its_peers(
+def test_a_third_node_joins_from_the_offline_site_kit_with_weights_from_its_peers(
         deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
     revision = planned_revision(inventory)
     pids = {h: engine_pid(inventory, h) for h in PEERS}
     assert all(p not in ("", "0") for p in pids.values()), pids
 
-    grown = Sandbox(SANDBOX, state_root=STATE).up(nodes=3, report=lambda m: print(f"sandbox: {m}"))
+    pin = build_kit(inventory)
+    cli = install_cli_from_kit()
+    grown = Sandbox(SANDBOX, state_root=STATE).up(nodes=3, offline_kit=True, report=lambda m: print(f"sandbox: {m}"))
     assert grown.inventory == inventory and "node3" in inventory.read_text()
+    # From here on the controller serves the nodes time only: no package mirror, wheel server or hub.
+    assert grown.services == {"ntp": True}, grown.services
+    settings = importer.settings_path(inventory)
 
-    proc = enclave("deploy", "-i", str(inventory), timeout=1800)
+    tampered, changed = tampered_copy()
+    refused = enclave("kit", "import", str(tampered), "-i", str(inventory), "--pin", pin, cli=cli)
+    assert refused.returncode != 0 and changed in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr and not settings.exists()
+    shutil.rmtree(tampered)
+
+    imported = enclave("kit", "import", str(KIT), "-i", str(inventory), "--pin", pin, cli=cli)
+    assert imported.returncode == 0, imported.stdout[-6000:] + imported.stderr[-3000:]
+    kit_url = yaml.safe_load(settings.read_text())["enclave_apt_sources"][0]["uris"][0]
+    assert kit_url.startswith(f"http://{host_address(inventory, 'gateway')}:"), kit_url
+
+    proc = enclave("deploy", "-i", str(inventory), timeout=1800, cli=cli)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    # deploy ran the shipped checks of what it touched with the kit's CLI (pytest and testinfra from the kit)
+    assert re.search(r"verify: \d+ passed, 0 failed", proc.stdout), proc.stdout[-3000:]
+
+    # node3's only package source is the kit on the staging host, and its engine came from the kit's wheelhouse.
+    sources = ssh(inventory, "node3", "cat /etc/apt/sources.list.d/enclave.sources; cat /etc/apt/sources.list; "
+                  "ls /etc/apt/sources.list.d").stdout
+    assert re.findall(r"^URIs: (.*)$", sources, re.MULTILINE) == [kit_url], sources
+    assert ssh(inventory, "node3", "apt-get -q update >/dev/null && apt-cache policy nginx",
+               check=False).stdout.count(kit_url.rstrip("/")) >= 1
 
     # The weights: node3 holds the planned revision, verified, and got its bytes by the relay from a peer.
     assert current(inventory, "node3") == revision
@@ -48,7 +123,7 @@ def test_a_third_node_joins_through_deploy_with_weights_from_its_peers(
     assert (record.get("relay") or {}).get("source") in PEERS, record
     assert record.get("rsync") is None, f"node3 fetched files from the staging host by rsync: {record}"
     assert int(record["bytes_moved"]) > 0 and int(record["relay"]["files_written"]) == int(record["missing_files"])
-    verify = enclave("weights", "verify", "-i", str(inventory), "--limit", "node3")
+    verify = enclave("weights", "verify", "-i", str(inventory), "--limit", "node3", cli=cli)
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
 
     # The engine serves through the gateway next to its peers, which kept running: deploy restarted neither.

@@ -201,3 +201,16 @@ def test_without_a_planned_monitoring_host_no_exporter_is_reachable(rulesets: di
     for host in ("node1", "gw", "stage"):
         assert re.search(r"set monitoring_v4 \{\n\t\ttype ipv4_addr; flags interval;\n", rulesets[host]), host
         assert "9090" not in rulesets[host]
+
+
+def test_the_offline_kit_port_opens_on_the_staging_host_to_the_private_network_once_a_kit_is_imported(
+        tmp_path: Path, rulesets: dict[str, str]) -> None:
+    rendered = render(tmp_path, roles=["firewall"], groups=GROUPS, templates={"nft": "firewall/enclave.nft.j2"},
+                      extra={**EXTRA, "offline_kit_sha256": "a" * 64, "offline_kit_port": 8091})
+    texts = {host: files["nft"] for host, files in rendered.items()}
+    assert "tcp dport 8091 ip saddr @egress_v4 accept" in chain(texts["stage"], "input")
+    assert re.search(r"set egress_v4 \{[^}]*elements = \{ 10.40.0.0/24 \}", texts["stage"])
+    assert nft_check(tmp_path, texts["stage"]).returncode == 0
+    assert all("8091" not in texts[h] for h in ("node1", "gw"))
+    # without an imported kit, no port of it anywhere
+    assert all("8090" not in text for text in rulesets.values())

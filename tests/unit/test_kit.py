@@ -300,8 +300,35 @@ def test_import_settings_point_every_role_at_the_kit_with_pinned_locks(full: bui
     assert values["weights_hub_client_lock_sha256"] == manifest.sha256_file(
         full.path / "wheels/hub-client/requirements.txt")
     assert values["weights_source"] == {"type": "local", "path": f"{where.dest}/weights/org--tiny--{REV}/files"}
-    with pytest.raises(UsageError, match="--serve-url"):
-        importer.staging_plan(full.path, "ftp://x/")
+    # the offline_kit role's settings: what the staging host checks its copy against, where to copy it from, where
+    # to serve it
+    assert values["offline_kit_sha256"] == manifest.sha256_file(full.path / "KIT.json")
+    assert values["offline_kit_source"] == str(full.path.resolve())
+    assert (values["offline_kit_port"], values["offline_kit_url_path"]) == (8090, "/kit")
+    for bad in ("ftp://x/", "https://10.9.0.5/kit", "http://10.9.0.5:8090/", "http://10.9.0.5/a b",
+                "http://10.9.0.5:99999/kit", "http://10.9.0.5/kit?x=1"):
+        with pytest.raises(UsageError, match="--serve-url"):
+            importer.staging_plan(full.path, bad)
+
+
+def test_the_kit_is_served_by_the_staging_host_by_default_and_only_by_it(full: build.BuiltKit,
+                                                                          tmp_path: Path) -> None:
+    from enclave.kit import importer
+    from enclave.plan.inventory import Inventory
+
+    inventory = Inventory(tmp_path / "hosts.yml", {"enclave_staging": ["stage"], "enclave_nodes": ["n1"]},
+                          {"stage": {"ansible_host": "10.9.0.5"}, "n1": {"ansible_host": "10.9.0.11"}})
+    url = importer.default_serve_url(inventory)
+    assert url == "http://10.9.0.5:8090/kit"  # the offline_kit role's default port and path
+    where = importer.staging_plan(full.path, url, inventory)
+    assert where.url == f"http://10.9.0.5:8090/kit/{where.kit_id}/" and where.dest.startswith("/srv/enclave/kit/")
+    assert importer.staging_plan(full.path, "http://stage:9000/site/kits/", inventory).url.startswith(
+        "http://stage:9000/site/kits/")
+    with pytest.raises(UsageError, match=r"served by the staging host stage \(10.9.0.5\)"):
+        importer.staging_plan(full.path, "http://10.9.0.11:8090/kit", inventory)
+    two = Inventory(tmp_path / "hosts.yml", {"enclave_staging": ["a", "b"]}, {"a": {}, "b": {}})
+    with pytest.raises(UsageError, match="must hold exactly one host to serve the kit; has a, b"):
+        importer.default_serve_url(two)
 
 
 def test_import_refuses_an_inventory_that_would_override_the_kit(full: build.BuiltKit, tmp_path: Path) -> None:

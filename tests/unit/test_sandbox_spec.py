@@ -92,3 +92,32 @@ def test_sandbox_inventory_sets_a_watchable_monitoring_pace_and_the_tests_webhoo
     # a stop that meets an engine's start is killed after 15 s (the role's default is 60; validate() above checked
     # the name and type against the engine role's argument spec)
     assert variables["engine_stop_timeout_s"] == 15
+
+
+def test_a_sandbox_on_an_offline_kit_names_no_source_of_its_own(tmp_path: Path) -> None:
+    """`sandbox up --offline-kit`: the inventory names no package mirror, wheel server or hub of the controller's
+    (the kit import writes the kit's), the engine settings only the API key; the rest is the same inventory."""
+    import yaml
+
+    from enclave.kit import importer
+    from enclave.sandbox import engine_settings, inventory
+
+    spec = SandboxSpec(name="kit", subnet=ipaddress.IPv4Network("10.232.0.0/24"))
+    common = {"private_key": tmp_path / "key", "known_hosts": tmp_path / "known_hosts", "model_revision": "a" * 40}
+    own = yaml.safe_load(inventory.render(spec, repo_public_key="KEY\n", hub_client_lock_sha256="b" * 64,
+                                          **common))["all"]["vars"]
+    kit = yaml.safe_load(inventory.render(spec, repo_public_key=None, hub_client_lock_sha256=None,
+                                          **common))["all"]["vars"]
+    sources = {"enclave_apt_sources", "enclave_apt_sources_exclusive", "weights_source",
+               "weights_hub_client_find_links", "weights_hub_client_lock_sha256"}
+    assert sources <= set(own) and not sources & set(kit)
+    assert {k: v for k, v in own.items() if k not in sources} == kit
+    # the controller still gives time and takes alerts, nothing else
+    assert {k for k, v in kit.items() if "10.232.0.1" in yaml.safe_dump(v)} == {"base_ntp_servers",
+                                                                                 "monitoring_webhook_urls"}
+    written = engine_settings.write_engine_vars(tmp_path / "inv", "http://10.232.0.1:8810/w/", "c" * 64)
+    key = yaml.safe_load(written.read_text())["engine_api_key"]
+    engine_settings.write_engine_vars(tmp_path / "inv", None, None)
+    assert yaml.safe_load(written.read_text()) == {"engine_api_key": key}  # the key is kept, nothing else
+    # so the kit import's settings clash with nothing the sandbox wrote
+    assert importer.conflicts(tmp_path / "inv", ["engine_wheelhouse_url", "engine_wheelhouse_lock_sha256"]) == []

@@ -1,5 +1,6 @@
-"""`enclave weights import` hands rsync its SSH command as one `-e` string, which rsync splits again on spaces
-(honouring quotes): the inventory's key path and port must each stay one word however they are spelled."""
+"""`enclave weights import` and the offline kit's copy hand rsync their SSH command as one `-e` string
+(enclave_rsync_ssh), which rsync splits again on spaces (honouring quotes): the inventory's key path and port must
+each stay one word however they are spelled."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from pathlib import Path
 import jinja2
 import yaml
 
-TASKS = Path(__file__).resolve().parents[2] / "playbooks" / "roles" / "weights" / "tasks" / "import.yml"
+ROLES = Path(__file__).resolve().parents[2] / "playbooks" / "roles"
+USERS = (ROLES / "weights" / "tasks" / "import.yml", ROLES / "offline_kit" / "tasks" / "copy.yml")
 
 
 def ssh_command(**hostvars: object) -> list[str]:
-    """The task's ssh_command rendered as Ansible would (quote is shlex.quote there too), split as rsync splits it."""
-    task = next(t for t in yaml.safe_load(TASKS.read_text()) if "ssh_command" in t.get("vars", {}))
+    """enclave_rsync_ssh rendered as Ansible would (quote is shlex.quote there too), split as rsync splits it."""
+    template = yaml.safe_load((ROLES / "enclave" / "vars" / "main.yml").read_text())["enclave_rsync_ssh"]
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701 - a shell command, not HTML
     env.filters["quote"] = shlex.quote
-    return shlex.split(env.from_string(task["vars"]["ssh_command"]).render(**hostvars))
+    return shlex.split(env.from_string(template).render(**hostvars))
+
+
+def test_both_copies_to_the_staging_host_use_it() -> None:
+    for path in USERS:
+        argv = [t for t in yaml.safe_load(path.read_text()) if "rsync" in str(t.get("ansible.builtin.command"))]
+        assert argv and all("'-e', enclave_rsync_ssh]" in str(t) for t in argv), path
 
 
 def test_a_key_path_with_a_space_stays_one_word() -> None:

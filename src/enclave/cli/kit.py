@@ -9,12 +9,24 @@ from typing import Annotated
 import typer
 
 from enclave import paths
-from enclave.cli.common import InventoryOpt, console, err, reports_errors, resolve_inventory
+from enclave.audit import audited
+from enclave.cli.common import (
+    AskVaultOpt,
+    InventoryOpt,
+    VaultFileOpt,
+    console,
+    err,
+    open_inventory,
+    reports_errors,
+    resolve_inventory,
+)
+from enclave.cli.progress import run_with_progress
 from enclave.engine.wheelhouse import Wheelhouse
 from enclave.errors import EnclaveError, UsageError
 from enclave.kit import apt, build, check, content, delta, importer, verify, wheels
 from enclave.kit.manifest import KitKey
 from enclave.plan import planfile
+from enclave.runner import PlaybookRequest
 
 app = typer.Typer(help="The offline site kit: build outside, verify and import inside.", no_args_is_help=True)
 
@@ -41,6 +53,8 @@ def build_cmd(
     no_engine: Annotated[bool, typer.Option("--no-engine", help="Leave out the engine wheelhouse.")] = False,
     weights_source: Annotated[Path | None, typer.Option(
         "--weights-source", help="Pack the weights from this folder instead of the hub.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Hub or mirror URL (default: HF_ENDPOINT or the hub).")]
+    = None,
 ) -> None:
     """Collect every package, wheel and the weights the inventory's roles need into one signed directory."""
     path = resolve_inventory(inventory)
@@ -64,8 +78,8 @@ def build_cmd(
         _report(f"building the enclave wheel from {source}")
         own = wheels.build_own_wheel(source, Path(tmp))
         wanted = content.for_plan(plan, paths.roles_dir(), gpu=not no_gpu, with_weights=not no_weights,
-                                  weights_source=weights_source, engine_wheelhouse=engine, own_wheel=own,
-                                  split_bytes=int(split_gb * 1e9) if split_gb else None)
+                                  weights_source=weights_source, endpoint=endpoint, engine_wheelhouse=engine,
+                                  own_wheel=own, split_bytes=int(split_gb * 1e9) if split_gb else None)
         made = _build(wanted, out, key, since)
     console.print(f"kit at {made.path}; pin its key inside: --pin {made.fingerprint}", highlight=False)
     if not made.complete:
@@ -122,23 +136,35 @@ def check_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], i
 
 @app.command("import")
 @reports_errors
+@audited("kit import")
 def import_cmd(kit: Annotated[Path, typer.Argument(help="The kit directory.")], inventory: InventoryOpt = None,
-               serve_url: Annotated[str, typer.Option(
-                   "--serve-url", help="Where the staging host will serve the kit, e.g. http://10.0.0.5:8090/kit")]
-               = "", pin: PinOpt = None, allowed_signers: SignersOpt = None) -> None:
-    """Verify and self-test the kit, then point the inventory's roles at it (group_vars/all/enclave_kit.yml)."""
-    path = resolve_inventory(inventory)
+               serve_url: Annotated[str | None, typer.Option(
+                   "--serve-url", help="Where the staging host serves the kit (default: http://STAGING:8090/kit).")]
+               = None, pin: PinOpt = None, allowed_signers: SignersOpt = None,
+               vault_password_file: VaultFileOpt = None, ask_vault_pass: AskVaultOpt = False) -> None:
+    """Verify and self-test the kit, point the inventory's roles at it (group_vars/all/enclave_kit.yml), then copy
+    it to the staging host, check it there and serve it to the private network."""
+    path, inv, vault = open_inventory(inventory, vault_password_file, ask_vault_pass)
     plan = planfile.read(path)
     if plan is None:
         raise UsageError(f"no plan for {path}: run `enclave plan -i {path}` first; the import follows the plan")
-    if not serve_url:
-        raise UsageError("--serve-url: give the URL the staging host will serve the kit at")
+    kit = kit.resolve()
+    if not (kit / "KIT.json").is_file():
+        raise UsageError(f"{kit}: no KIT.json there; give the directory `enclave kit build` wrote")
+    where = importer.staging_plan(kit, serve_url or importer.default_serve_url(inv), inv)
     signers = verify.signers_text(kit, pin=pin, allowed_signers=allowed_signers)
     document = verify.verify_kit(kit, signers, _report)
     check.check(kit, document, plan, paths.roles_dir())
-    where = importer.staging_plan(kit, serve_url)
     values = importer.settings(kit, document, plan, where, content.engine_build(plan).name)
     written = importer.write_settings(path, values)
-    console.print(f"wrote {written}", highlight=False)
-    console.print(f"staging is not automated yet: {where.describe()} (docs/runbooks/offline-site.md)",
-                  highlight=False)
+    console.print(f"wrote {written}; staging: {where.describe()}", highlight=False)
+    request = PlaybookRequest(playbook="kit.yml", inventory=path, vault_password_file=vault,
+                              extra_vars={"offline_kit_open_firewall": True})
+    result = run_with_progress(request, console, title="kit import")
+    if result.exit_code == 0:
+        console.print(f"kit {where.kit_id} served at {where.url}; `enclave deploy -i {path}` installs from it",
+                      highlight=False)
+    else:
+        console.print(f"the staging failed; {written} already points at the kit, so rerun `enclave kit import` "
+                      "(the copy resumes) or `enclave deploy`, which stages it first", highlight=False)
+    raise typer.Exit(result.exit_code)

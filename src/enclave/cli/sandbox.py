@@ -53,10 +53,14 @@ def up(
     name: NameOpt = DEFAULT_NAME,
     subnet: Annotated[str | None, typer.Option(help="Private IPv4 network for the sandbox, e.g. 10.77.0.0/24.")]
     = None,
+    offline_kit: Annotated[bool | None, typer.Option(
+        "--offline-kit/--sandbox-sources",
+        help="Serve the nodes no packages, wheels or weights (they install from a kit that `enclave kit import` "
+             "stages), or the sandbox's own again. Default: as the sandbox was.")] = None,
 ) -> None:
     """Create or resume the sandbox: a gateway/staging host and N inference nodes. Idempotent."""
     require_tiny_model_modules()  # before any host is made: the `sandbox` extra is what a plain install lacks
-    status = Sandbox(name).up(nodes=nodes, subnet=_subnet(subnet), report=_report)
+    status = Sandbox(name).up(nodes=nodes, subnet=_subnet(subnet), offline_kit=offline_kit, report=_report)
     console.print(status_table(status))
     console.print(f"inventory: {status.inventory}", highlight=False)
     if name == DEFAULT_NAME:

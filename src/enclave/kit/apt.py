@@ -25,7 +25,7 @@ Report = Callable[[str], None]
 # list's name here.
 HOST_PACKAGE_LISTS = ("base_packages", "weights_staging_packages", "engine_packages", "firewall_packages",
                       "gateway_packages", "monitoring_node_packages", "monitoring_gateway_packages",
-                      "monitoring_packages")
+                      "monitoring_packages", "offline_kit_packages")
 
 
 def run(cmd: Sequence[str | Path], *, timeout: float = 1800, env: dict[str, str] | None = None,

@@ -78,7 +78,11 @@ def build(content: KitContent, out: Path, *, key: KitKey, apt_key: apt.SigningKe
         if old is not None and since is not None:
             info = delta.prune(work, delta.unchanged(old, files), since, key)
             report(f"delta against {since}: {info['carried']} files carried, {info['left_out']} left out")
-        work.rename(out)
+        try:
+            work.rename(out)
+        except OSError as exc:  # something made --out while the kit was built
+            raise EnclaveError(f"--out {out}: something made it while the kit was built ({exc.strerror}); build "
+                               "again into a new directory") from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

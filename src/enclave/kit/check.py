@@ -77,8 +77,9 @@ def problems(root: Path, document: dict[str, Any], plan: dict[str, Any], roles_d
     """One line per thing the inventory needs that the kit (whose verified manifest is `document`) lacks."""
     files = {f["path"]: f["sha256"] for f in document["files"]}
     found: list[str] = []
-    wanted = content.for_plan(plan, roles_dir, with_weights=False)
-    needed = [*wanted.packages, *wanted.gpu_packages]
+    # The roles' lists only: the check runs inside, where the controller has no hub client to ask for its version
+    # (the kit's own lock names it).
+    needed = [p for group in content.plan_packages(plan, roles_dir) for p in group]
     held = repo_packages(root)
     found += [f"package {name}: not in the kit's apt repository ({build.APT_DIR}/Packages)"
               for name in needed if name not in held]

@@ -50,15 +50,23 @@ def hub_client_requirement() -> str:
     return f"{HUB_CLIENT}=={metadata.version(HUB_CLIENT)}"
 
 
+def plan_packages(plan: dict[str, Any], roles_dir: Path, *,
+                  gpu: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every host's packages, the GPU hosts' NVIDIA packages) the roles install for this plan."""
+    return (tuple(apt.role_packages(roles_dir, PACKAGE_LISTS)),
+            tuple(gpu_packages(roles_dir)) if gpu and has_gpus(plan) else ())
+
+
 def for_plan(plan: dict[str, Any], roles_dir: Path, *, gpu: bool = True, weights_source: Path | None = None,
-             with_weights: bool = True, engine_wheelhouse: Path | None = None,
+             endpoint: str | None = None, with_weights: bool = True, engine_wheelhouse: Path | None = None,
              own_wheel: Path | None = None, split_bytes: int | None = None) -> KitContent:
     weights = None
     if with_weights:
-        weights = WeightsSource(repo=str(plan["repo"]), revision=str(plan["revision"]), source_dir=weights_source)
+        weights = WeightsSource(repo=str(plan["repo"]), revision=str(plan["revision"]), source_dir=weights_source,
+                                endpoint=endpoint)
+    packages, gpu_only = plan_packages(plan, roles_dir, gpu=gpu)
     return KitContent(
-        packages=tuple(apt.role_packages(roles_dir, PACKAGE_LISTS)),
-        gpu_packages=tuple(gpu_packages(roles_dir)) if gpu and has_gpus(plan) else (),
+        packages=packages, gpu_packages=gpu_only,
         wheelsets={"controller": tuple(controller_requirements()), "hub-client": (hub_client_requirement(),)},
         local_wheels={"controller": (own_wheel,)} if own_wheel else {},
         engine_wheelhouse=engine_wheelhouse, weights=weights, split_bytes=split_bytes)

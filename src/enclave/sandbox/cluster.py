@@ -119,11 +119,15 @@ class Sandbox:
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, *, nodes: int | None = None, subnet: ipaddress.IPv4Network | None = None,
-           report: Report = _quiet) -> SandboxStatus:
+           offline_kit: bool | None = None, report: Report = _quiet) -> SandboxStatus:
+        """Create or resume the sandbox. offline_kit True: the controller serves the nodes no packages, wheels or
+        weights (its hub stand-in, package and wheel servers stop) and the inventory names none, for a site kit
+        imported with `enclave kit import`; False: back to the sandbox's own sources; None: as recorded."""
         system.require_host()
         with self._locked():
             state = self._load()
             spec = self._resolve_spec(state, nodes, subnet)
+            kit_mode = bool(state.get("offline_kit")) if offline_kit is None else offline_kit
             image = BaseImage(self.cache, host_debian_mirror())
             image_root = image.ensure(report)
             repo = PackageRepo(self.cache, image, tuple(role_packages(paths.roles_dir()))).ensure(report)
@@ -138,14 +142,14 @@ class Sandbox:
                 signer.pin_path(self.inventory_path).unlink(missing_ok=True)
                 state["nodes"] = {}
             state.update(spec={"inference_nodes": spec.inference_nodes, "subnet": str(spec.network)},
-                         image=image.key)
+                         image=image.key, offline_kit=kit_mode)
             state.setdefault("nodes", {})
             state.setdefault("services", {})
             self._save(state)
 
             network.check_subnet_free(spec.network, spec.bridge)
             network.ensure_bridge(spec.bridge, spec.controller_address, spec.network)
-            self._ensure_services(state, spec, repo, weights_source, report)
+            self._ensure_services(state, spec, repo, weights_source, report, kit_mode=kit_mode)
             self._remove_extra_nodes(state, spec, report)
             public_key = self._ensure_admin_key()
             hosts_lines = [f"{h.address} {h.name}" for h in spec.hosts]
@@ -180,10 +184,13 @@ class Sandbox:
                     node.wait_ssh(pid)
             if started:
                 report(f"{len(started)} node(s) booted and answering SSH")
-            self._write_inventory(spec, weights_source)
-            engine_sandbox.write_engine_vars(self.inventory_path.parent,
-                                             f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/",
-                                             engine_sandbox.served_lock_sha256(self.cache.parent))
+            self._write_inventory(spec, weights_source, sources=not kit_mode)
+            if kit_mode:
+                engine_sandbox.write_engine_vars(self.inventory_path.parent, None, None)
+            else:
+                engine_sandbox.write_engine_vars(
+                    self.inventory_path.parent, f"http://{spec.controller_address}:{hub.WHEELS_PORT}/{engine_wheels}/",
+                    engine_sandbox.served_lock_sha256(self.cache.parent))
             gateway_sandbox.write_gateway_vars(self.inventory_path.parent)
             return self._status(state, spec)
 
@@ -200,14 +207,21 @@ class Sandbox:
         return spec
 
     def _ensure_services(self, state: dict[str, Any], spec: SandboxSpec, repo: Path, weights: hub.HubContent,
-                         report: Report) -> None:
+                         report: Report, *, kit_mode: bool) -> None:
         logs = self.home / "logs"
         address = spec.controller_address
         ports = {"packages": services.PACKAGE_PORT, "hub": hub.HUB_PORT, "wheels": hub.WHEELS_PORT}
-        for daemon in (services.package_server(repo, address, logs),
-                       services.ntp_server(self.home, address, spec.network, logs),
-                       hub.hub_server(weights, address, logs),
-                       hub.wheels_server(weights, address, logs)):
+        wanted = [services.ntp_server(self.home, address, spec.network, logs)]
+        if not kit_mode:
+            wanted += [services.package_server(repo, address, logs), hub.hub_server(weights, address, logs),
+                       hub.wheels_server(weights, address, logs)]
+        # On an offline site kit the nodes get nothing from the controller but time: its other servers stop.
+        for name in [n for n in state["services"] if n not in {d.name for d in wanted}]:
+            record = state["services"].pop(name)
+            services.recorded(name, record, logs).stop(record.get("pid"))
+            self._save(state)
+            report(f"stopped the {name} service: the nodes install from the offline site kit")
+        for daemon in wanted:
             record = state["services"].get(daemon.name) or {}
             if record.get("marker") == daemon.marker and daemon.alive(record.get("pid")):
                 continue
@@ -241,11 +255,11 @@ class Sandbox:
                         "-f", self.private_key])
         return self.private_key.with_suffix(".pub").read_text()
 
-    def _write_inventory(self, spec: SandboxSpec, weights: hub.HubContent) -> None:
+    def _write_inventory(self, spec: SandboxSpec, weights: hub.HubContent, *, sources: bool) -> None:
         lines = [Node(self.name, h, self.home / "nodes" / h.name).known_hosts_line() for h in spec.hosts]
         self.known_hosts.write_text("".join(f"{line}\n" for line in lines))
         self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
-        public_key = (self.cache / "repo-key" / "public.asc").read_text()
+        public_key = (self.cache / "repo-key" / "public.asc").read_text() if sources else None
         self.inventory_path.write_text(inventory.render(
             spec, private_key=self.private_key, known_hosts=self.known_hosts, repo_public_key=public_key,
             model_revision=weights.revision, hub_client_lock_sha256=weights.client_lock_sha256))

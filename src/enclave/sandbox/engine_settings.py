@@ -44,17 +44,19 @@ def served_lock_sha256(cache_root: Path) -> str:
     return sha256_file(Wheelhouse(cache_root / "wheelhouse", SANDBOX_BUILD).path / "requirements.txt")
 
 
-def write_engine_vars(inventory_dir: Path, wheelhouse_url: str, lock_sha256: str) -> Path:
+def write_engine_vars(inventory_dir: Path, wheelhouse_url: str | None, lock_sha256: str | None) -> Path:
     """group_vars/all/engine.yml: the wheelhouse URL, its lock's pinned sha256, and an API key, generated once and
-    kept across `up`s."""
+    kept across `up`s. Without a URL (a sandbox on an offline site kit) only the key: the kit import names the
+    wheelhouse, and a second setting here would override it."""
     path = inventory_dir / "group_vars" / "all" / VARS_FILE
     current = yaml.safe_load(path.read_text()) if path.is_file() else None
     key = (current or {}).get("engine_api_key") or secrets.token_urlsafe(32)
+    values = ({"engine_wheelhouse_url": wheelhouse_url, "engine_wheelhouse_lock_sha256": lock_sha256}
+              if wheelhouse_url else {})
     text = ("# Written by `enclave sandbox up`: where the nodes install vLLM from, the sha256 of the lock they\n"
             "# install (the sandbox built the wheelhouse), and the engine's API key (generated once; on real hosts\n"
             "# keep the key in Ansible Vault).\n"
-            + yaml.safe_dump({"engine_wheelhouse_url": wheelhouse_url, "engine_wheelhouse_lock_sha256": lock_sha256,
-                              "engine_api_key": key}, sort_keys=False))
+            + yaml.safe_dump({**values, "engine_api_key": key}, sort_keys=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.read_text() == text:
         return path

@@ -28,8 +28,10 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _LiteralDumper.add_representer(str, _str)
 
 
-def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str,
-           model_revision: str, hub_client_lock_sha256: str) -> str:
+def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_public_key: str | None,
+           model_revision: str, hub_client_lock_sha256: str | None) -> str:
+    """The inventory; with repo_public_key None (a sandbox on an offline site kit) it names no package, wheel or
+    weights source: `enclave kit import` writes those, pointing at the kit the staging host serves."""
     controller = str(spec.controller_address)
     groups: dict[str, dict[str, Any]] = {}
     for host in spec.hosts:
@@ -47,21 +49,8 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
                 # Sandbox hosts have no GPU: the NVIDIA stack is skipped and says so.
                 "enclave_gpu": "none",
                 "enclave_model": "sandbox-tiny",
-                "enclave_apt_sources_exclusive": True,
-                "enclave_apt_sources": [{
-                    "name": "sandbox",
-                    "uris": [f"http://{controller}:{PACKAGE_PORT}/"],
-                    "suites": ["./"],
-                    "key": repo_public_key,
-                }],
                 "base_ntp_servers": [controller],
-                # The tiny model as the controller's hub mirror published it, fetched by the staging host with
-                # the real huggingface_hub client from the controller's wheelhouse.
                 "enclave_model_revision": model_revision,
-                "weights_source": {"type": "hf", "endpoint": f"http://{controller}:{HUB_PORT}"},
-                "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
-                # The sandbox made the client's lock, so it knows the digest to pin (docs/security.md).
-                "weights_hub_client_lock_sha256": hub_client_lock_sha256,
                 # A stop that meets an engine's start (vLLM ignores SIGTERM during part of it) is killed after
                 # 15 s, not the role's 60: the tiny model stops cleanly in about a second.
                 "engine_stop_timeout_s": 15,
@@ -80,6 +69,27 @@ def render(spec: SandboxSpec, *, private_key: Path, known_hosts: Path, repo_publ
             "children": groups,
         }
     }
+    if repo_public_key is not None:
+        inventory["all"]["vars"].update(sandbox_sources(controller, repo_public_key, hub_client_lock_sha256 or ""))
     header = (f"# Written by `enclave sandbox up` for sandbox {spec.name!r}; rewritten on every up.\n"
               "# Copy it to start an inventory for real hosts: only addresses, user and sources differ.\n")
     return header + yaml.dump(inventory, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False)
+
+
+def sandbox_sources(controller: str, repo_public_key: str, hub_client_lock_sha256: str) -> dict[str, Any]:
+    """The sandbox's own stand-ins for a site's mirrors, served by the controller."""
+    return {
+        "enclave_apt_sources_exclusive": True,
+        "enclave_apt_sources": [{
+            "name": "sandbox",
+            "uris": [f"http://{controller}:{PACKAGE_PORT}/"],
+            "suites": ["./"],
+            "key": repo_public_key,
+        }],
+        # The tiny model as the controller's hub mirror published it, fetched by the staging host with the real
+        # huggingface_hub client from the controller's wheelhouse.
+        "weights_source": {"type": "hf", "endpoint": f"http://{controller}:{HUB_PORT}"},
+        "weights_hub_client_find_links": f"http://{controller}:{WHEELS_PORT}/hub-client/",
+        # The sandbox made the client's lock, so it knows the digest to pin (docs/security.md).
+        "weights_hub_client_lock_sha256": hub_client_lock_sha256,
+    }
