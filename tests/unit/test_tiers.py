@@ -97,7 +97,11 @@ def test_ctrl_c_stops_both_and_lets_the_integration_tier_tear_down(tmp_path: Pat
     integration = ((SIGNAL if signalled else f"Path({str(pids)!r}).write_text(str(os.getpid()))\n")
                    + "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    time.sleep(0.5)\n"
                    "    (mark.parent / 'torn-down').touch()\n    sys.exit(2)\n")
-    runner = (f"import sys\nfrom tests import tiers\nsys.exit(tiers.run([sys.executable, '-c', {PRELUDE + unit!r}], "
+    # Ctrl-C as in a terminal: a run started in the background of a non-interactive shell (`make test &`, a CI
+    # runner's job) inherits SIGINT ignored, and a Python started so never raises KeyboardInterrupt; the runner
+    # takes Python's own handler again, and its children (exec resets a handled signal) theirs.
+    runner = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              f"from tests import tiers\nsys.exit(tiers.run([sys.executable, '-c', {PRELUDE + unit!r}], "
               f"[sys.executable, '-c', {PRELUDE + integration!r}], {{'MARK': {str(tmp_path / 'mark')!r}, "
               f"'EARLY': {str(tmp_path / 'early')!r}}}))\n")
     proc = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(tiers.__file__).parents[1],
