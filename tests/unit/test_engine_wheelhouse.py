@@ -155,3 +155,14 @@ def test_bundle_cli_reuses_a_complete_cache_and_copies_it_out(tmp_path: Path, mo
     assert again.exit_code == 2 and "already exists" in again.output
     bad = CliRunner().invoke(app, ["bundle", "--kind", "rocm"])
     assert bad.exit_code == 2 and "rocm" in bad.output
+
+
+def test_a_cuda_build_holding_cpu_only_wheels_is_named() -> None:
+    """A build machine whose pip finds PyTorch's +cpu wheels first (a find-links directory, an extra index) would
+    hand GPU nodes a torch without CUDA: the CUDA wheelhouse names them instead of locking them."""
+    from enclave.engine.wheelhouse import cpu_wheels_in_cuda_build
+
+    wheels = [Path("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"),
+              Path("torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl"), Path("vllm-0.32.0-cp38-abi3-any.whl")]
+    assert cpu_wheels_in_cuda_build(EngineBuild("cuda"), wheels) == [wheels[0].name]
+    assert cpu_wheels_in_cuda_build(EngineBuild("cpu"), wheels) == []  # the CPU build wants them

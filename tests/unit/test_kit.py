@@ -375,3 +375,29 @@ def test_cli_build_refuses_bad_input_before_downloading(tmp_path: Path) -> None:
                                 "--since", str(tmp_path)])
     assert since.exit_code == 2 and "no KIT.json there" in since.output
     assert not (tmp_path / "k").exists()
+
+
+def test_check_names_cpu_only_wheels_in_a_gpu_plans_engine_wheelhouse(keys: tuple[KitKey, apt.SigningKey],
+                                                                      tmp_path: Path) -> None:
+    """A build machine whose pip found PyTorch's +cpu wheels first makes a CUDA wheelhouse GPU nodes cannot use:
+    the self-test names the wheel (measured here: this machine's pip finds links with torch+cpu)."""
+    from enclave.kit import check, content
+
+    gpu = {**PLAN, "hardware_class": "h200"}
+    engine = tmp_path / content.engine_build(gpu).name
+    wheels = [_wheel(engine, "vllm", b"engine"), _wheel(engine, "torch", b"cpu torch")]
+    torch = wheels[1].rename(engine / wheels[1].name.replace("-1.0-", "-2.13.0+cpu-"))
+    (engine / "requirements.txt").write_text(
+        f"vllm==1.0 --hash=sha256:{manifest.sha256_file(wheels[0])}\n"
+        f"torch==2.13.0+cpu --hash=sha256:{manifest.sha256_file(torch)}\n")
+    (engine / "bundle.json").write_text("{}\n")
+    made = build.build(KitContent(engine_wheelhouse=engine), tmp_path / "kit", key=keys[0], apt_key=keys[1],
+                       report=LINES.append)
+    from enclave import paths
+
+    roles = tmp_path / "roles"
+    shutil.copytree(paths.roles_dir() / "nvidia", roles / "nvidia")
+    found = check.problems(made.path, verify.verify_kit(made.path, _signers(made)), gpu, roles)
+    lock = f"wheels/engine/{engine.name}/requirements.txt"
+    assert f"{lock}: torch==2.13.0+cpu is a CPU-only build (the GPU nodes would run without their GPUs)" in found
+    assert not any("vllm==1.0" in p for p in found)

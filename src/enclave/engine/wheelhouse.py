@@ -56,6 +56,14 @@ def requirements_lines(wheels: Sequence[Path]) -> list[str]:
     return lines
 
 
+def cpu_wheels_in_cuda_build(build: EngineBuild, wheels: Sequence[Path]) -> list[str]:
+    """The wheels of a CUDA build that are CPU-only builds (a `+cpu` local version, as PyTorch tags them): a GPU
+    node would install them and run without its GPUs."""
+    if build.kind != "cuda":
+        return []
+    return [w.name for w in wheels if parse_wheel_name(w.name)[1].endswith("+cpu")]
+
+
 @dataclass(frozen=True)
 class Wheelhouse:
     root: Path  # ~/.cache/enclave/wheelhouse; one directory per build inside
@@ -113,6 +121,13 @@ class Wheelhouse:
         if self.build.kind == "cpu":
             self._fix_cpu_build(work, report)
         wheels = sorted(work.glob("*.whl"))
+        cpu_only = cpu_wheels_in_cuda_build(self.build, wheels)
+        if cpu_only:
+            raise EnclaveError(
+                f"{self.build.name}: pip resolved CPU-only builds for the CUDA engine ({', '.join(cpu_only)}): this "
+                "machine's pip configuration (`pip config list`, PIP_* variables: a find-links directory or an "
+                "extra index holding +cpu wheels) shadows the CUDA wheels; build with PIP_CONFIG_FILE=/dev/null and "
+                "without PIP_FIND_LINKS / PIP_EXTRA_INDEX_URL, so pip sees only the real index")
         report(f"hashing {len(wheels)} wheels")
         (work / "requirements.txt").write_text(
             f"# {self.build.name}: install with pip --no-index --no-deps --require-hashes -r requirements.txt\n"

@@ -96,7 +96,12 @@ def problems(root: Path, document: dict[str, Any], plan: dict[str, Any], roles_d
     if not any(p.startswith(f"wheels/engine/{engine}/") for p in files):
         found.append(f"wheels/engine/{engine}: missing (the engine wheelhouse this plan's nodes install)")
     else:
-        found += lock_problems(root, f"wheels/engine/{engine}/requirements.txt", files, ["vllm"])
+        lock = f"wheels/engine/{engine}/requirements.txt"
+        found += lock_problems(root, lock, files, ["vllm"])
+        if content.has_gpus(plan) and (root / lock).is_file():
+            found += [f"{lock}: {m[1]}=={m[2]} is a CPU-only build (the GPU nodes would run without their GPUs)"
+                      for m in map(LOCK_LINE.match, (root / lock).read_text().splitlines())
+                      if m and m[2].endswith("+cpu")]
     bundle = f"weights/{str(plan['repo']).replace('/', '--')}--{plan['revision']}/BUNDLE.json"
     if bundle not in files:
         found.append(f"{bundle}: missing (the plan's model at its pinned revision)")
