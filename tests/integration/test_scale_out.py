@@ -2,10 +2,11 @@
 inventory's plan while the sandbox's stand-in for the internet (its hub) still answers; a fresh venv gets the CLI
 from the kit alone (`pip install --no-index`); the controller then stops serving the nodes anything but time, so
 every package, wheel and weight can only come from the kit. A tampered copy of the kit is refused at import naming
-the file; the kit itself is imported (the staging host copies, checks and serves it) and a third inference node,
-added to the inventory, joins through the kit's `enclave deploy`: provisioned from the kit's packages, vLLM from its
-wheelhouse, the model from its peers (the relay starts at a node that holds the revision; the staging host sends
-nothing), verified, in the gateway's rotation, while the engines already serving are not restarted.
+the file, a validly signed kit lacking one package by the self-test naming it; the kit itself is imported (the
+staging host copies, checks and serves it) and a third inference node, added to the inventory, joins through the
+kit's `enclave deploy`: provisioned from the kit's packages, vLLM from its wheelhouse, the model from its peers (the
+relay starts at a node that holds the revision; the staging host sends nothing), verified, in the gateway's
+rotation, while the engines already serving are not restarted.
 
 `grows_sandbox` orders it after every test that expects two nodes and the sandbox's own sources; the teardown test,
 last, removes all three and redeploys (the kit first) after its --keep-weights teardown.
@@ -13,6 +14,7 @@ last, removes all three and redeploys (the kit first) after its --keep-weights t
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -21,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enclave.kit import importer
+from enclave.kit import apt, build, importer, manifest
+from enclave.kit.manifest import KitKey
 from enclave.plan import planfile
 from enclave.sandbox import Sandbox
 from enclave.sandbox.hub import HUB_PORT
@@ -77,6 +80,31 @@ def tampered_copy() -> tuple[Path, str]:
     return copy, str(wheel.relative_to(copy))
 
 
+def lacking(package: str) -> Path:
+    """The kit as a build whose repository lacks `package` makes it: the same keys (kept beside the state, where
+    `kit build` made them), the package's .deb gone, the repository re-indexed and re-signed, the manifest re-hashed
+    and re-signed; hard links for the rest."""
+    copy = STATE / "site-kit-lacking"
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(KIT), str(copy)], check=True, stdin=subprocess.DEVNULL)
+    repo = copy / build.APT_DIR
+    debs = list(repo.glob(f"{package}_*.deb"))
+    assert debs, f"the kit holds no {package}"
+    # written anew below: never through a hard link into the real kit
+    for path in [*debs, *(repo / n for n in ("Packages", "Release", "InRelease", "Release.gpg")),
+                 *(copy / n for n in manifest.META if (copy / n).exists())]:
+        path.unlink()
+    apt.index(repo, apt.SigningKey(STATE / "kit" / "apt-key"), label="enclave-kit")
+    document = json.loads((KIT / manifest.MANIFEST).read_text())
+    # only the repository changed: its files hashed anew, every other entry as the verified kit lists it
+    rehashed = [{"path": f"{build.APT_DIR}/{f.name}", "size": f.stat().st_size, "sha256": manifest.sha256_file(f)}
+                for f in sorted(repo.iterdir()) if f.is_file()]
+    document["files"] = sorted([*(f for f in document["files"] if not f["path"].startswith(f"{build.APT_DIR}/")),
+                                *rehashed], key=lambda f: f["path"])
+    manifest.write_manifest(copy, document, KitKey(STATE / "kit" / "kit-key"))
+    return copy
+
+
 @pytest.mark.grows_sandbox
 def test_a_third_node_joins_from_the_offline_site_kit_with_weights_from_its_peers(
         deployed: subprocess.CompletedProcess[str], inventory: Path) -> None:
@@ -97,6 +125,12 @@ def test_a_third_node_joins_from_the_offline_site_kit_with_weights_from_its_peer
     assert refused.returncode != 0 and changed in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr and not settings.exists()
     shutil.rmtree(tampered)
+    # A kit without a package the roles install (signed by the same key): refused by the self-test, naming it.
+    short = enclave("kit", "import", str(lacking("chrony")), "-i", str(inventory), "--pin", pin, cli=cli)
+    assert short.returncode == 2, short.stdout + short.stderr
+    assert "package chrony: not in the kit's apt repository" in short.stdout + short.stderr, short.stderr
+    assert not settings.exists()
+    shutil.rmtree(STATE / "site-kit-lacking")
 
     imported = enclave("kit", "import", str(KIT), "-i", str(inventory), "--pin", pin, cli=cli)
     assert imported.returncode == 0, imported.stdout[-6000:] + imported.stderr[-3000:]
