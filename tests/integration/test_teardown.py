@@ -19,8 +19,9 @@ from tests.integration.conftest import enclave, ssh
 # The phases that hold and check weights: the redeploy after --keep-weights proves the kept revisions verify with
 # the kept keys and move nothing. The firewall and the gateway are not redeployed: the --keep-weights teardown has
 # already removed them from a full deployment, and the final teardown's own part is the weights and their keys.
-# The offline site kit's play first, as in every deploy: after test_scale_out the hosts install from the kit, which
-# the teardown removed from the staging host with nginx, so it is staged again (nginx from the kit's own packages).
+# The offline site kit's play first, as in every deploy: after test_scale_out the hosts install from the kit, whose
+# staged copy the --keep-weights teardown kept while it removed the server and nginx: served again, nginx installed
+# from the kit's own repository.
 PHASES = ("kit.yml", "provision.yml", "weights.yml")
 # What the kit leaves on a host, one line per item, read the same way before and after.
 PROBE = r"""

@@ -299,7 +299,9 @@ def test_import_settings_point_every_role_at_the_kit_with_pinned_locks(full: bui
         full.path / f"wheels/engine/{engine}/requirements.txt")
     assert values["weights_hub_client_lock_sha256"] == manifest.sha256_file(
         full.path / "wheels/hub-client/requirements.txt")
-    assert values["weights_source"] == {"type": "local", "path": f"{where.dest}/weights/org--tiny--{REV}/files"}
+    assert values["weights_source"] == {"type": "local",
+                                        "path": f"{{{{ offline_kit_root }}}}/{kit_id}/weights/org--tiny--{REV}/files"}
+    assert values["offline_kit_root"] + f"/{kit_id}" == where.dest
     # the offline_kit role's settings: what the staging host checks its copy against, where to copy it from, where
     # to serve it
     assert values["offline_kit_sha256"] == manifest.sha256_file(full.path / "KIT.json")

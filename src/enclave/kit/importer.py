@@ -110,8 +110,11 @@ def settings(root: Path, document: dict[str, Any], plan: dict[str, Any], where: 
         "engine_wheelhouse_lock_sha256": files[f"wheels/engine/{engine}/requirements.txt"],
         "weights_hub_client_find_links": f"{where.url}wheels/hub-client/",
         "weights_hub_client_lock_sha256": files["wheels/hub-client/requirements.txt"],
-        "weights_source": {"type": "local", "path": f"{where.dest}/{bundle}/files"},
-        # the offline_kit role: what to stage and serve (playbooks/kit.yml)
+        # templated on offline_kit_root below: where the staged kit is, said once
+        "weights_source": {"type": "local", "path": f"{{{{ offline_kit_root }}}}/{where.kit_id}/{bundle}/files"},
+        # the offline_kit role: what to stage and serve (playbooks/kit.yml); the root here as well as in the role's
+        # defaults, so the weights role and teardown (which keeps the staged kit with --keep-weights) see it too
+        "offline_kit_root": where.root,
         "offline_kit_sha256": where.kit_sha256,
         "offline_kit_source": str(where.source.resolve()),
         "offline_kit_port": where.port,
